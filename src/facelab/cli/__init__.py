@@ -1,0 +1,1 @@
+"""The `facelab` command line: parsing, calling the library, printing. Nothing else."""

@@ -1,0 +1,114 @@
+"""Options every command shares, accepted before the command and after it alike.
+
+`facelab -w W extract src` and `facelab extract src -w W` mean the same: the root callback
+stores the early values; the `command` decorator adds the same options to each command and
+lets a value given there win. It also turns user errors into one line and an exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from facelab.cli.ui import RichReporter, error_line
+from facelab.errors import FacelabError
+from facelab.workspace import Workspace
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONSENT = ("Use only footage of people who consented to having their face used and "
+           "replaced. Everything facelab merges is marked as synthetic.")
+DEFAULT_WORKSPACE = Path("workspace")
+WORKSPACE_HELP = "Workspace folder holding data_src/, data_dst/, model/ (default: ./workspace)."
+QUIET_HELP = "No progress bars: only errors and the final summary."
+VERBOSE_HELP = "More detail (settings chosen, codecs, timings)."
+
+
+@dataclass
+class State:
+    workspace: Path | None = None
+    quiet: bool = False
+    verbose: bool = False
+
+    @property
+    def ws(self) -> Workspace:
+        return Workspace(self.workspace or DEFAULT_WORKSPACE)
+
+    @property
+    def reporter(self) -> RichReporter:
+        return RichReporter(quiet=self.quiet, verbose=self.verbose)
+
+
+def workspace_option() -> Any:
+    return typer.Option(None, "-w", "--workspace", help=WORKSPACE_HELP, show_default=False)
+
+
+def quiet_option() -> Any:
+    return typer.Option(False, "--quiet", "-q", help=QUIET_HELP)
+
+
+def verbose_option() -> Any:
+    return typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP)
+
+
+def root_state(ctx: typer.Context) -> State:
+    root = ctx.find_root()
+    if not isinstance(root.obj, State):
+        root.obj = State()
+    return root.obj
+
+
+_COMMON = [
+    inspect.Parameter("facelab_ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
+    inspect.Parameter("workspace", inspect.Parameter.KEYWORD_ONLY,
+                      default=workspace_option(), annotation=Path | None),
+    inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY,
+                      default=quiet_option(), annotation=bool),
+    inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY,
+                      default=verbose_option(), annotation=bool),
+]
+
+
+def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """Register `fn` on `app` with the common options; `fn` reads them via `state()`."""
+
+    def decorate(fn: F) -> F:
+        sig = inspect.signature(fn, eval_str=True)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, facelab_ctx: typer.Context, workspace: Path | None = None,
+                    quiet: bool = False, verbose: bool = False, **kw: Any) -> Any:
+            st = root_state(facelab_ctx)
+            _current.append(st)
+            st.workspace = workspace or st.workspace
+            st.quiet = quiet or st.quiet
+            st.verbose = verbose or st.verbose
+            try:
+                return fn(*args, **kw)
+            except FacelabError as e:
+                error_line(str(e))
+                raise typer.Exit(e.exit_code) from None
+            finally:
+                _current.pop()
+
+        wrapper.__signature__ = sig.replace(  # type: ignore[attr-defined]
+            parameters=[*sig.parameters.values(), *_COMMON])
+        kwargs.setdefault("epilog", CONSENT)
+        app.command(name, **kwargs)(wrapper)
+        return fn
+
+    return decorate
+
+
+_current: list[State] = []
+
+
+def state() -> State:
+    """The options of the command now running."""
+    return _current[-1]

@@ -1,0 +1,180 @@
+"""Stage 1: videos to numbered frames in `data_src/` or `data_dst/`.
+
+A manifest (`frames.json`) records which input made which frames and whether it finished,
+so a rerun skips finished inputs and completes an interrupted one. For dst it also writes
+`video.json`: what `assemble` needs to rebuild a video with the same rate, size and audio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from facelab.errors import FacelabError, PartialResult
+from facelab.fsutil import move_to_trash, read_json, write_json
+from facelab.progress import NULL, Reporter
+from facelab.video.frames import (
+    DecodeState,
+    FrameFormat,
+    ImageWriter,
+    decode_video,
+    frame_name,
+    subsample,
+)
+from facelab.video.probe import info_of, open_video
+from facelab.video.timecode import format_timecode
+from facelab.workspace import Side, Workspace, list_images
+
+MANIFEST = "frames.json"
+
+
+@dataclass
+class ExtractOptions:
+    fps: Fraction | None = None  # src only: subsample to this rate; None = every frame
+    fmt: FrameFormat = "png"
+    jpeg_quality: int = 95
+    force: bool = False
+
+
+@dataclass
+class ExtractReport:
+    side: Side
+    out_dir: Path
+    frames_total: int = 0
+    frames_written: int = 0
+    inputs_skipped: list[str] = field(default_factory=list)
+    trashed_to: Path | None = None
+
+
+def _settings(opts: ExtractOptions) -> dict[str, Any]:
+    fps = None if opts.fps is None else f"{opts.fps.numerator}/{opts.fps.denominator}"
+    return {"format": opts.fmt, "fps": fps}
+
+
+def _describe(settings: dict[str, Any]) -> str:
+    rate = "every frame" if settings.get("fps") is None else f"{settings['fps']} fps"
+    return f"{settings.get('format')}, {rate}"
+
+
+def extract_frames(ws: Workspace, side: Side, inputs: list[Path] | None = None,
+                   opts: ExtractOptions | None = None, reporter: Reporter = NULL
+                   ) -> ExtractReport:
+    """Extract frames of `inputs` (default: the workspace's `data_<side>.*`)."""
+    opts = opts or ExtractOptions()
+    ws.require()
+    if side == "dst" and opts.fps is not None:
+        reporter.warn("dst frames are always extracted at the full frame rate; --fps ignored.")
+        opts = ExtractOptions(None, opts.fmt, opts.jpeg_quality, opts.force)
+    inputs = inputs or [ws.find_video(side)]
+    if side == "dst" and len(inputs) != 1:
+        raise FacelabError("dst takes exactly one video (every frame of it is replaced).")
+    for path in inputs:  # fail on a bad input before anything is written
+        open_video(path).close()
+
+    out = ws.frames_dir(side)
+    out.mkdir(parents=True, exist_ok=True)
+    report = ExtractReport(side, out)
+    manifest_path = out / MANIFEST
+    manifest = read_json(manifest_path) if manifest_path.exists() else None
+    existing = list_images(out)
+
+    if opts.force and (manifest or existing):
+        report.trashed_to = _trash_frames(ws, side, existing)
+        manifest, existing = None, []
+    if manifest is None and existing:
+        raise FacelabError(
+            f"{out.name}/ already holds {len(existing)} frames that facelab did not record; "
+            "--force moves them to the trash and extracts again."
+        )
+    settings = _settings(opts)
+    if manifest is not None and manifest.get("settings") != settings:
+        raise FacelabError(
+            f"{out.name}/ holds frames extracted as {_describe(manifest.get('settings', {}))}; "
+            f"--force replaces them with {_describe(settings)} (old frames go to the trash)."
+        )
+    manifest = manifest or {"settings": settings, "inputs": []}
+    records: list[dict[str, Any]] = manifest["inputs"]
+
+    next_number = 1
+    for i, path in enumerate(inputs):
+        identity = {"name": path.name, "size": path.stat().st_size}
+        if i < len(records):
+            rec = records[i]
+            if {k: rec.get(k) for k in identity} != identity:
+                raise FacelabError(
+                    f"{out.name}/ holds frames of {rec.get('name')}, not {path.name}; "
+                    "--force moves them to the trash and extracts again."
+                )
+            if rec.get("complete"):
+                report.inputs_skipped.append(path.name)
+                report.frames_total += rec["count"]
+                next_number = rec["first"] + rec["count"]
+                continue
+        else:
+            rec = {**identity, "first": next_number, "count": 0, "complete": False}
+            records.append(rec)
+        write_json(manifest_path, manifest)  # an interrupted run is recorded as incomplete
+        written, broke = _extract_one(ws, side, path, out, rec, opts, reporter)
+        report.frames_written += written
+        report.frames_total += rec["count"]
+        next_number = rec["first"] + rec["count"]
+        rec["complete"] = True
+        write_json(manifest_path, manifest)
+        if broke:
+            raise PartialResult(broke)
+    return report
+
+
+def _extract_one(ws: Workspace, side: Side, path: Path, out: Path, rec: dict[str, Any],
+                 opts: ExtractOptions, reporter: Reporter) -> tuple[int, str | None]:
+    """Decode one video into frames numbered from rec['first']; returns (written, broke)."""
+    state = DecodeState()
+    written = 0
+    with open_video(path) as container:
+        info = info_of(container, path.name)
+        declared = container.streams.video[0].frames or None
+        expected = declared or info.frame_count
+        if opts.fps is not None and expected and info.fps > opts.fps:
+            expected = int(expected * opts.fps / info.fps) + 1
+        number = rec["first"]
+        with reporter.task(f"{side}: {path.name} → {out.name}/", expected) as task, \
+                ImageWriter(opts.fmt, jpeg_quality=opts.jpeg_quality) as writer:
+            for frame in subsample(decode_video(container, state), opts.fps, state):
+                target = out / frame_name(number, opts.fmt)
+                if not target.exists():
+                    writer.submit(target, frame.to_ndarray(format="bgr24"))
+                    written += 1
+                number += 1
+                task.advance()
+        rec["count"] = number - rec["first"]
+
+    broke = None
+    short = declared is not None and state.frames < declared - 1
+    if state.error or short:
+        where = format_timecode(state.last_time)
+        of = f" of {declared}" if declared else ""
+        broke = (f"{path.name} breaks at {where} (decoded {state.frames}{of} frames"
+                 f"{': ' + state.error if state.error else ''}); kept the readable frames.")
+        rec["truncated_at_s"] = round(state.last_time, 3)
+    if state.frames == 0:
+        raise FacelabError(f"{path.name} holds no decodable video frame.")
+    if side == "dst":
+        info.frame_count = rec["count"]
+        info.duration_s = rec["count"] / float(info.fps)
+        data = info.to_json()
+        data["frame_format"] = opts.fmt
+        data["truncated"] = broke is not None
+        write_json(ws.video_json, data)
+    return written, broke
+
+
+def _trash_frames(ws: Workspace, side: Side, frames: list[Path]) -> Path:
+    out = ws.frames_dir(side)
+    extra = [out / MANIFEST, out / "denoise.json", out / "denoise_originals"]
+    if side == "dst":
+        extra.append(ws.video_json)
+    trash = ws.new_trash_dir()
+    move_to_trash([*frames, *extra], trash, ws.root)
+    return trash
