@@ -23,7 +23,7 @@ def _rate(text: str | None) -> Fraction | None:
     try:
         rate = Fraction(text)
     except (ValueError, ZeroDivisionError):
-        raise FacelabError(f"--fps {text!r} is not a number (e.g. 5, 12.5 or 24000/1001).")
+        raise FacelabError(f"--fps {text!r} is not a number (e.g. 5, 12.5 or 24000/1001).") from None
     if rate <= 0:
         raise FacelabError("--fps must be above 0.")
     return rate

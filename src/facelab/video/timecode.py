@@ -13,7 +13,9 @@ def parse_timecode(text: str) -> float:
     """Seconds from `HH:MM:SS.mmm`, `MM:SS.mmm` or `SS.mmm`."""
     m = _TC.match(text.strip())
     if not m:
-        raise FacelabError(f"Cannot read time {text!r}: write it as HH:MM:SS.mmm, e.g. 00:01:02.500.")
+        raise FacelabError(
+            f"Cannot read time {text!r}: write it as HH:MM:SS.mmm, e.g. 00:01:02.500."
+        )
     hours, minutes, seconds = m.groups()
     if minutes is not None and int(minutes) >= 60 and hours is not None:
         raise FacelabError(f"Cannot read time {text!r}: minutes must be below 60.")
