@@ -8,6 +8,7 @@ import typer
 from facelab.cli.common import command, state
 from facelab.cli.ui import out
 from facelab.errors import FacelabError
+from facelab.video.assemble import AssembleOptions, assemble
 from facelab.video.extract import ExtractOptions, extract_frames
 from facelab.workspace import Side
 
@@ -54,3 +55,38 @@ def extract(
         if rep.inputs_skipped else ""
     out.print(f"{side}: {rep.frames_total} frames in {rep.out_dir}"
               f" ({rep.frames_written} written now){skipped}.")
+
+
+@command(app, "assemble")
+def assemble_cmd(
+    fmt: str = typer.Option("mp4", "--format", "-f", help="mp4 (H.264), avi (MPEG-4), "
+                            "mp4-lossless (H.264 RGB, bit-exact), mov-alpha (PNG in MOV, "
+                            "alpha), webm-alpha (VP9 with alpha)."),
+    crf: int | None = typer.Option(None, "--crf", help="Quality for mp4/webm-alpha: lower "
+                                   "is better and bigger (defaults 18 / 20)."),
+    bitrate: float | None = typer.Option(None, "--bitrate", help="Video bitrate in Mbit/s "
+                                         "instead of --crf (avi default 16)."),
+    frames: Path | None = typer.Option(None, "--frames", help="Folder of frames to assemble "
+                                       "(default: WORKSPACE/data_dst/merged)."),
+    masks: Path | None = typer.Option(None, "--masks", help="Alpha masks for the alpha "
+                                      "formats (default: WORKSPACE/data_dst/merged_mask)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Output file "
+                                       "(default: WORKSPACE/result.<ext>)."),
+    audio: bool = typer.Option(True, "--audio/--no-audio", help="Carry dst's audio over "
+                               "(copied where the container allows, else encoded once)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if the result is newer "
+                               "than every frame (the old result moves to the trash)."),
+) -> None:
+    """Turn the merged frames (data_dst/merged/) into WORKSPACE/result.<ext> with the dst
+    video's frame rate, frame count and audio."""
+    st = state()
+    opts = AssembleOptions(format=fmt, crf=crf, bitrate_mbps=bitrate, frames_dir=frames,
+                           mask_dir=masks, output=output, audio=audio, force=force)
+    rep = assemble(st.ws, opts, st.reporter)
+    if rep.skipped:
+        out.print(f"{rep.output} is newer than every frame: nothing to do (--force rebuilds).")
+        return
+    sound = rep.audio or "no audio"
+    alpha = f", alpha from {rep.alpha_source}" if rep.alpha_source else ""
+    out.print(f"Wrote {rep.output}: {rep.frames} frames, {rep.width}×{rep.height}, "
+              f"{rep.fps} fps, audio: {sound}{alpha}.")

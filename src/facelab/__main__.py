@@ -1,0 +1,5 @@
+"""`python -m facelab` runs the CLI."""
+
+from facelab.cli.app import main
+
+main()

@@ -1,0 +1,86 @@
+"""Shared fixtures: real clips from ../shared/data (skipped with a reason when absent) and a
+runner for the real `facelab` command in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FACELAB_TEST_DATA", ROOT.parent / "shared" / "data"))
+
+
+def data_file(rel: str) -> Path:
+    path = DATA / rel
+    if not path.is_file():
+        pytest.skip(f"test data {path} is absent (see ../shared/data/README.md)")
+    return path
+
+
+@pytest.fixture
+def grid_b() -> Path:
+    return data_file("grid/speaker_b.mpg")
+
+
+@pytest.fixture
+def grid_a1() -> Path:
+    return data_file("grid/speaker_a_1.mpg")
+
+
+@pytest.fixture
+def pexels() -> Path:
+    return data_file("pexels/woman_pose_variety.mp4")
+
+
+@dataclass
+class Result:
+    rc: int
+    out: str
+    err: str
+
+
+def run_facelab(*args: str | os.PathLike[str], cwd: Path | None = None,
+                input: str | None = None, timeout: float = 600) -> Result:
+    """Run the real CLI as a user would (a new process, real stdout/stderr)."""
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "facelab", *map(str, args)], cwd=cwd, env=env, input=input,
+        capture_output=True, text=True, timeout=timeout,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def facelab():
+    return run_facelab
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    return ws
+
+
+def put_video(ws: Path, side: str, source: Path) -> Path:
+    """Copy a clip into the workspace as data_<side>.<ext>."""
+    dest = ws / f"data_{side}{source.suffix}"
+    shutil.copyfile(source, dest)
+    return dest
+
+
+def assert_one_line_error(res: Result, *words: str) -> None:
+    """A user error: non-zero exit, exactly one line on stderr, no traceback."""
+    assert res.rc != 0, res
+    lines = [ln for ln in res.err.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one stderr line, got: {res.err!r}"
+    assert "Traceback" not in res.err
+    assert lines[0].startswith("error:"), lines[0]
+    for w in words:
+        assert w.lower() in lines[0].lower(), (w, lines[0])
