@@ -84,7 +84,8 @@ def assemble_cmd(
                            mask_dir=masks, output=output, audio=audio, force=force)
     rep = assemble(st.ws, opts, st.reporter)
     if rep.skipped:
-        out.print(f"{rep.output} is newer than every frame: nothing to do (--force rebuilds).")
+        out.print(f"{rep.output} is up to date (newer than every frame, same settings); "
+                  "--force rebuilds it.")
         return
     sound = rep.audio or "no audio"
     alpha = f", alpha from {rep.alpha_source}" if rep.alpha_source else ""

@@ -152,8 +152,8 @@ def assemble(ws: Workspace, opts: AssembleOptions | None = None, reporter: Repor
     output = opts.output or ws.root / f"result.{fmt.ext}"
     report = AssembleReport(output, len(frames), info.fps, width, height, None)
 
-    newest = max(p.stat().st_mtime for p in frames)
-    if output.exists() and not opts.force and output.stat().st_mtime > newest:
+    tag = _settings_tag(fmt, options, bit_rate, frames_dir, opts.audio)
+    if not opts.force and _up_to_date(output, frames, tag):
         report.skipped = True
         return report
     if info.frame_count and len(frames) != info.frame_count:
@@ -182,6 +182,7 @@ def assemble(ws: Workspace, opts: AssembleOptions | None = None, reporter: Repor
     trash = [output] if output.exists() else []
     with atomic_path(output) as tmp:
         with av.open(str(tmp), mode="w", format=fmt.muxer) as out:
+            out.metadata["comment"] = tag
             vs = out.add_stream(fmt.codec, rate=info.fps, options=options)
             vs.width, vs.height = width + pad[0], height + pad[1]
             vs.pix_fmt = fmt.pix_fmt
@@ -208,6 +209,27 @@ def assemble(ws: Workspace, opts: AssembleOptions | None = None, reporter: Repor
         if trash:
             move_to_trash(trash, ws.new_trash_dir(), output.parent)
     return report
+
+
+def _settings_tag(fmt: OutputFormat, options: dict[str, str], bit_rate: int | None,
+                  frames_dir: Path, audio: bool) -> str:
+    """What made a result, stored in its metadata so a rerun can tell if it is current."""
+    opts = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
+    return (f"facelab assemble format={fmt.name} {opts} bitrate={bit_rate} "
+            f"frames={frames_dir.name} audio={audio}")
+
+
+def _up_to_date(output: Path, frames: list[Path], tag: str) -> bool:
+    """The result exists, is newer than every frame and was made with the same settings."""
+    if not output.is_file():
+        return False
+    if output.stat().st_mtime <= max(p.stat().st_mtime for p in frames):
+        return False
+    try:
+        with av.open(str(output)) as done:
+            return done.metadata.get("comment") == tag
+    except av.error.FFmpegError:
+        return False
 
 
 def _alpha_source(frames: list[Path], mask_dir: Path) -> tuple[str, list[Path] | None]:
