@@ -109,6 +109,11 @@ def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callabl
 _current: list[State] = []
 
 
+def group(help: str) -> typer.Typer:
+    """A command group whose help, like every command's, carries the consent line."""
+    return typer.Typer(help=help, epilog=CONSENT, no_args_is_help=True)
+
+
 def state() -> State:
     """The options of the command now running."""
     return _current[-1]

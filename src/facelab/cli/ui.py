@@ -46,7 +46,7 @@ class RichReporter:
 
     @contextlib.contextmanager
     def task(self, description: str, total: int | None) -> Iterator[_Advance]:
-        if self.quiet:
+        if self.quiet or not err.is_terminal:  # bars only for a person watching
             yield _Advance(None, None)
             return
         columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),

@@ -5,16 +5,15 @@ from pathlib import Path
 
 import typer
 
-from facelab.cli.common import command, state
+from facelab.cli.common import command, group, state
 from facelab.cli.ui import out
 from facelab.errors import FacelabError
 from facelab.video.assemble import AssembleOptions, assemble
 from facelab.video.extract import ExtractOptions, extract_frames
 from facelab.workspace import Side
 
-app = typer.Typer(
-    help="Video in, frames out (extract, cut, denoise); merged frames in, video out (assemble).",
-    no_args_is_help=True,
+app = group(
+    help="Video in, frames out (extract, cut, denoise); merged frames in, video out (assemble)."
 )
 
 
@@ -24,7 +23,8 @@ def _rate(text: str | None) -> Fraction | None:
     try:
         rate = Fraction(text)
     except (ValueError, ZeroDivisionError):
-        raise FacelabError(f"--fps {text!r} is not a number (e.g. 5, 12.5 or 24000/1001).") from None
+        msg = f"--fps {text!r} is not a number (e.g. 5, 12.5 or 24000/1001)."
+        raise FacelabError(msg) from None
     if rate <= 0:
         raise FacelabError("--fps must be above 0.")
     return rate
@@ -91,3 +91,7 @@ def assemble_cmd(
     alpha = f", alpha from {rep.alpha_source}" if rep.alpha_source else ""
     out.print(f"Wrote {rep.output}: {rep.frames} frames, {rep.width}×{rep.height}, "
               f"{rep.fps} fps, audio: {sound}{alpha}.")
+
+from facelab.cli import cut_cmd  # noqa: E402  TEMP for local testing
+
+cut_cmd.register(app)

@@ -3,13 +3,12 @@
 import typer
 from rich.table import Table
 
-from facelab.cli.common import command, state
+from facelab.cli.common import command, group, state
 from facelab.cli.ui import out
 from facelab.inventory import inventory
 from facelab.video.probe import VideoInfo
 
-app = typer.Typer(help="Create, inspect and clear a workspace (nothing is ever deleted).",
-                  no_args_is_help=True)
+app = group(help="Create, inspect and clear a workspace (nothing is ever deleted).")
 
 
 @command(app, "init")

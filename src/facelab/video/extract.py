@@ -7,10 +7,15 @@ so a rerun skips finished inputs and completes an interrupted one. For dst it al
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+
+import av
+import av.logging
 
 from facelab.errors import FacelabError, PartialResult
 from facelab.fsutil import move_to_trash, read_json, write_json
@@ -64,6 +69,7 @@ def extract_frames(ws: Workspace, side: Side, inputs: list[Path] | None = None,
     """Extract frames of `inputs` (default: the workspace's `data_<side>.*`)."""
     opts = opts or ExtractOptions()
     ws.require()
+    ws.init()
     if side == "dst" and opts.fps is not None:
         reporter.warn("dst frames are always extracted at the full frame rate; --fps ignored.")
         opts = ExtractOptions(None, opts.fmt, opts.jpeg_quality, opts.force)
@@ -132,7 +138,8 @@ def _extract_one(ws: Workspace, side: Side, path: Path, out: Path, rec: dict[str
     """Decode one video into frames numbered from rec['first']; returns (written, broke)."""
     state = DecodeState()
     written = 0
-    with open_video(path) as container:
+    damaged_at: int | None = None  # frame count when FFmpeg first logged an error
+    with open_video(path) as container, ffmpeg_errors() as errors:
         info = info_of(container, path.name)
         declared = container.streams.video[0].frames or None
         expected = declared or info.frame_count
@@ -148,14 +155,23 @@ def _extract_one(ws: Workspace, side: Side, path: Path, out: Path, rec: dict[str
                     written += 1
                 number += 1
                 task.advance()
+                if damaged_at is None and errors:
+                    damaged_at = state.frames
         rec["count"] = number - rec["first"]
 
     broke = None
     short = declared is not None and state.frames < declared - 1
-    if state.error or short:
+    # MPEG-PS and other streams without a frame index end early without an error: FFmpeg
+    # only logs a corrupt last packet. Damage in the last frames means the file was cut.
+    cut_short = damaged_at is not None and damaged_at >= state.frames - 2
+    if damaged_at is not None and not cut_short:
+        reporter.warn(f"{path.name} has damaged data near frame {damaged_at}; the decoder "
+                      "concealed it, check those frames.")
+    if state.error or short or cut_short:
         where = format_timecode(state.last_time)
         of = f" of {declared}" if declared else ""
-        broke = (f"{path.name} breaks at {where} (decoded {state.frames}{of} frames"
+        plural = "s" if state.frames != 1 else ""
+        broke = (f"{path.name} breaks at {where} (decoded {state.frames}{of} frame{plural}"
                  f"{': ' + state.error if state.error else ''}); kept the readable frames.")
         rec["truncated_at_s"] = round(state.last_time, 3)
     if state.frames == 0:
@@ -168,6 +184,18 @@ def _extract_one(ws: Workspace, side: Side, path: Path, out: Path, rec: dict[str
         data["truncated"] = broke is not None
         write_json(ws.video_json, data)
     return written, broke
+
+
+@contextlib.contextmanager
+def ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
+    """Collect the errors FFmpeg logs while decoding (corrupt packets, concealed frames)."""
+    previous = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture(local=False) as logs:  # decoder threads log too
+            yield logs
+    finally:
+        av.logging.set_level(previous)
 
 
 def _trash_frames(ws: Workspace, side: Side, frames: list[Path]) -> Path:

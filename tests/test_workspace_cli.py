@@ -1,0 +1,105 @@
+"""Workspace commands and the CLI's shared behaviour (options anywhere, help, consent)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from facelab.cli.app import app
+from tests.conftest import put_video
+
+
+def test_init_creates_layout(facelab, tmp_path):
+    ws = tmp_path / "w"
+    res = facelab("workspace", "init", "-w", ws)
+    assert res.rc == 0, res.err
+    for d in ["data_src/aligned", "data_dst/aligned", "data_dst/merged", "model"]:
+        assert (ws / d).is_dir(), d
+
+
+def test_common_options_before_and_after(facelab, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert facelab("-w", a, "workspace", "init").rc == 0
+    assert facelab("workspace", "init", "-w", b).rc == 0
+    assert (a / "model").is_dir() and (b / "model").is_dir()
+    # the later (command-level) value wins
+    c = tmp_path / "c"
+    assert facelab("-w", a, "workspace", "init", "--workspace", c).rc == 0
+    assert (c / "model").is_dir()
+
+
+def test_default_workspace_is_cwd_workspace(facelab, tmp_path):
+    assert facelab("workspace", "init", "--quiet", cwd=tmp_path).rc == 0
+    assert (tmp_path / "workspace" / "data_dst" / "aligned").is_dir()
+
+
+def test_clear_moves_everything_to_trash(facelab, workspace, grid_b):
+    put_video(workspace, "dst", grid_b)
+    assert facelab("-w", workspace, "video", "extract", "dst").rc == 0
+    before = sorted(p.relative_to(workspace) for p in workspace.rglob("*") if p.is_file())
+    res = facelab("-w", workspace, "workspace", "clear", input="n\n")
+    assert res.rc != 0  # declined: nothing moved
+    assert (workspace / "data_dst.mpg").exists()
+    res = facelab("-w", workspace, "workspace", "clear", "--yes")
+    assert res.rc == 0, res.err
+    assert not (workspace / "data_dst.mpg").exists()
+    assert (workspace / "data_dst" / "aligned").is_dir()  # layout re-created, empty
+    assert not list((workspace / "data_dst").glob("*.png"))
+    (batch,) = (workspace / ".trash").iterdir()
+    after = sorted(p.relative_to(batch) for p in batch.rglob("*") if p.is_file())
+    assert after == before
+    assert (batch / "data_dst.mpg").read_bytes() == grid_b.read_bytes()
+
+
+def test_info_counts(facelab, workspace, grid_b):
+    put_video(workspace, "dst", grid_b)
+    assert facelab("-w", workspace, "video", "extract", "dst").rc == 0
+    res = facelab("-w", workspace, "workspace", "info")
+    assert res.rc == 0, res.err
+    assert "data_dst.mpg" in res.out and "25 fps" in res.out
+    line = next(ln for ln in res.out.splitlines() if "data_dst/ " in ln or "data_dst/│" in ln
+                or ln.strip().startswith("│ data_dst/ "))
+    assert "75 images" in line
+
+
+def test_workspace_is_relocatable(facelab, tmp_path, grid_b):
+    ws = tmp_path / "one"
+    ws.mkdir()
+    put_video(ws, "dst", grid_b)
+    assert facelab("-w", ws, "video", "extract", "dst").rc == 0
+    for f in ws.rglob("*.json"):
+        assert str(tmp_path) not in f.read_text(), f  # no absolute paths inside
+    moved = tmp_path / "renamed"
+    shutil.move(ws, moved)
+    copy = tmp_path / "backup"
+    shutil.copytree(moved, copy)
+    for w in (moved, copy):
+        assert facelab("-w", w, "video", "extract", "dst").rc == 0  # still complete
+        res = facelab("-w", w, "video", "assemble", "--frames", w / "data_dst")
+        assert res.rc == 0, res.err
+        assert (w / "result.mp4").is_file()
+
+
+def _commands(group, path=()):
+    import typer.main
+
+    cmd = typer.main.get_command(group)
+    stack = [(cmd, path)]
+    while stack:
+        c, p = stack.pop()
+        yield p
+        for name, sub in getattr(c, "commands", {}).items():
+            stack.append((sub, (*p, name)))
+
+
+@pytest.mark.parametrize("path", sorted(_commands(app)))
+def test_every_help_says_consent(facelab, path):
+    res = facelab(*path, "--help")
+    assert res.rc == 0, res.err
+    assert "consent" in res.out.lower(), path
+
+
+def test_version(facelab):
+    res = facelab("--version")
+    assert res.rc == 0 and res.out.startswith("facelab ")
