@@ -5,6 +5,7 @@ from pathlib import Path
 
 import typer
 
+from facelab.cli import denoise_cmd
 from facelab.cli.common import command, group, state
 from facelab.cli.ui import out
 from facelab.errors import FacelabError
@@ -95,3 +96,6 @@ def assemble_cmd(
 from facelab.cli import cut_cmd  # noqa: E402  TEMP for local testing
 
 cut_cmd.register(app)
+
+
+denoise_cmd.register(app)
