@@ -1,0 +1,1 @@
+"""Aligned faces: face types, crops and the metadata they carry."""
