@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from facelab.cli import denoise_cmd
+from facelab.cli import cut_cmd, denoise_cmd
 from facelab.cli.common import command, group, state
 from facelab.cli.ui import out
 from facelab.errors import FacelabError
@@ -93,9 +93,6 @@ def assemble_cmd(
     out.print(f"Wrote {rep.output}: {rep.frames} frames, {rep.width}×{rep.height}, "
               f"{rep.fps} fps, audio: {sound}{alpha}.")
 
-from facelab.cli import cut_cmd  # noqa: E402  TEMP for local testing
 
 cut_cmd.register(app)
-
-
 denoise_cmd.register(app)
