@@ -26,11 +26,13 @@ COPYABLE: dict[str, frozenset[str]] = {
     "matroska": frozenset({"aac", "mp3", "mp2", "ac3", "eac3", "opus", "vorbis", "flac",
                            "pcm_s16le", "alac"}),
     "mpeg": frozenset({"mp2", "mp3", "ac3"}),
+    "mpegts": frozenset({"aac", "mp3", "mp2", "ac3", "eac3", "opus"}),
+    "flv": frozenset({"aac", "mp3"}),
 }
 #: What to encode to when copying is not possible.
 ENCODER: dict[str, str] = {
     "mp4": "aac", "mov": "aac", "avi": "libmp3lame", "webm": "libopus", "matroska": "aac",
-    "mpeg": "mp2",
+    "mpeg": "mp2", "mpegts": "aac", "flv": "aac",
 }
 
 
@@ -54,7 +56,7 @@ class AudioMux:
         self.ist = audio_stream(self._in, track, source.name)
         self.start, self.end = start, end
         self._out = out
-        codec = self.ist.codec_context.name
+        codec = self.ist.codec_context.codec.canonical_name  # mp3, not the decoder's mp3float
         self.copied = codec in COPYABLE.get(muxer, frozenset())
         if self.copied:
             self.ost = out.add_stream_from_template(self.ist)
@@ -75,7 +77,7 @@ class AudioMux:
         self._decoded: Iterator[av.AudioFrame] | None = None
 
     def describe(self) -> str:
-        src = self.ist.codec_context.name
+        src = self.ist.codec_context.codec.canonical_name
         return f"{src} copied" if self.copied else f"{src} encoded to {self.codec}"
 
     def _source_packets(self, until: float) -> Iterator[av.Packet]:
@@ -135,7 +137,10 @@ class AudioMux:
                 self._samples += round(frame.samples * rate / frame.sample_rate)
                 self._out.mux(self.ost.encode(frame))
 
-    def finish(self) -> None:
+    def finish(self, end: float | None = None) -> None:
+        """Write the rest, up to `end` (source seconds) when given, and close the source."""
+        if end is not None:
+            self.end = end
         self.write_until(float("inf"))
         if not self.copied:
             self._out.mux(self.ost.encode(None))

@@ -26,7 +26,7 @@ from facelab.progress import NULL, Reporter, Task
 from facelab.video.audio import AudioMux, audio_stream
 from facelab.video.extract import ffmpeg_errors
 from facelab.video.frames import DecodeState, decode_video
-from facelab.video.probe import VideoInfo, info_of, open_video, stream_start
+from facelab.video.probe import VideoInfo, info_of, open_video, reason, stream_start
 from facelab.video.timecode import format_timecode
 
 DEFAULT_BITRATE_MBPS = 25.0
@@ -98,7 +98,8 @@ def cut_video(source: Path, start: float = 0.0, end: float | None = None,
         try:
             out = av.open(str(tmp), mode="w", format=muxer)
         except (av.error.FFmpegError, ValueError) as e:
-            raise FacelabError(f"FFmpeg cannot write {output.suffix} files ({_why(e)}).") from e
+            why = reason(e)
+            raise FacelabError(f"FFmpeg cannot write {output.suffix} files ({why}).") from e
         frames = _frames_from(source, start, state, info.fps)
         try:
             with out:
@@ -107,7 +108,7 @@ def cut_video(source: Path, start: float = 0.0, end: float | None = None,
                         ffmpeg_errors() as errors:
                     done = _write(out, vs, frames, start, end, report, pad, task, errors)
         except av.error.FFmpegError as e:
-            raise FacelabError(f"Could not write {output.name} ({_why(e)}).") from e
+            raise FacelabError(f"Could not write {output.name} ({reason(e)}).") from e
         finally:
             # closed outside the log capture: a frame-threaded decoder closed mid-stream
             # while FFmpeg logs into Python deadlocks
@@ -154,11 +155,6 @@ def _check(source: Path, start: float, end: float | None, audio_track: int | Non
         raise FacelabError(f"--from {format_timecode(start)} is beyond the end of "
                            f"{source.name} (it lasts {format_timecode(info.duration_s)}).")
     return info, audio_track, declared
-
-
-def _why(e: Exception) -> str:
-    text = getattr(e, "strerror", None) or str(e)
-    return text.split(":")[0].strip() or type(e).__name__
 
 
 def _video_stream(out: av.container.OutputContainer, report: CutReport, width: int,
@@ -227,8 +223,7 @@ def _write(out: av.container.OutputContainer, vs: av.video.stream.VideoStream,
     out.mux(vs.encode(None))
     if mux:
         # the audio ends with the last frame, also where --to lies beyond the video's end
-        mux.end = mux.start + report.duration_s
-        mux.finish()
+        mux.finish(end=mux.start + report.duration_s)
     return done
 
 

@@ -88,14 +88,15 @@ def open_video(path: Path) -> av.container.InputContainer:
     try:
         container = av.open(str(path), mode="r")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise FacelabError(f"{path.name} is not a video FFmpeg can read ({_reason(e)}).") from e
+        raise FacelabError(f"{path.name} is not a video FFmpeg can read ({reason(e)}).") from e
     if not container.streams.video:
         container.close()
         raise FacelabError(f"{path.name} holds no video stream.")
     return container
 
 
-def _reason(e: Exception) -> str:
+def reason(e: Exception) -> str:
+    """The short cause in an FFmpeg error, for a one-line message."""
     text = getattr(e, "strerror", None) or str(e)
     return text.split(":")[0].strip() or type(e).__name__
 
@@ -130,9 +131,9 @@ def info_of(container: av.container.InputContainer, name: str) -> VideoInfo:
         if adur is None and container.duration:
             adur = container.duration / av.time_base
         audio.append(AudioInfo(
-            track=track, stream_index=s.index, codec=cc.name, sample_rate=cc.sample_rate,
-            channels=cc.channels, layout=cc.layout.name, duration_s=adur,
-            language=s.language,
+            track=track, stream_index=s.index, codec=cc.codec.canonical_name,
+            sample_rate=cc.sample_rate, channels=cc.channels, layout=cc.layout.name,
+            duration_s=adur, language=s.language,
         ))
     cc = vs.codec_context
     return VideoInfo(
