@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from facelab import __version__
-from facelab.cli import demo_cmd, video_cmd, workspace_cmd
+from facelab.cli import demo_cmd, faces_cmd, video_cmd, workspace_cmd
 from facelab.cli.common import (
     CONSENT,
     State,
@@ -31,6 +31,7 @@ app = typer.Typer(
 )
 app.add_typer(workspace_cmd.app, name="workspace")
 app.add_typer(video_cmd.app, name="video")
+faces_cmd.register(app)
 demo_cmd.register(app)
 
 

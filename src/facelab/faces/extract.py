@@ -1,0 +1,202 @@
+"""Stage 2: frames to aligned faces (`data_<side>/aligned/<frame>_<i>.jpg`).
+
+`faces.json` beside the frames records the settings and how many faces each frame gave,
+so a rerun skips done frames and `--redo-deleted-debug` knows which frames the user
+rejected by deleting their debug image. dst frames without a face are listed in
+`data_dst/aligned_missing.txt`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from facelab.errors import FacelabError
+from facelab.faces.debug import draw_debug
+from facelab.faces.extractor import Extractor, ExtractorOptions
+from facelab.faces.faceimage import write_face
+from facelab.fsutil import atomic_path, move_to_trash, read_json, write_json
+from facelab.progress import NULL, Reporter
+from facelab.video.frames import read_image
+from facelab.workspace import Side, Workspace, list_images
+
+STATE = "faces.json"
+MISSING = "aligned_missing.txt"
+SAVE_EVERY_S = 2.0
+
+
+@dataclass
+class FaceExtractOptions:
+    extractor: ExtractorOptions = field(default_factory=ExtractorOptions)
+    jpeg_quality: int = 95
+    debug: bool | None = None  # None: on for dst, off for src (the seed's defaults)
+    force: bool = False
+
+
+@dataclass
+class FaceExtractReport:
+    side: Side
+    frames: int = 0
+    processed_now: int = 0
+    faces_written: int = 0
+    without_face: list[str] = field(default_factory=list)
+    trashed_to: Path | None = None
+    missing_list: Path | None = None
+
+
+def _settings(opts: FaceExtractOptions) -> dict[str, Any]:
+    e = opts.extractor
+    return {"detector": e.detector, "landmarks": e.landmarks, "face_type": str(e.face_type),
+            "size": e.size, "jpeg_quality": opts.jpeg_quality}
+
+
+def face_name(frame: Path, index: int) -> str:
+    return f"{frame.stem}_{index}.jpg"
+
+
+class _State:
+    """faces.json: settings and frame → number of faces; saved every few seconds."""
+
+    def __init__(self, path: Path, settings: dict[str, Any], frames: dict[str, int]) -> None:
+        self.path, self.settings, self.frames = path, settings, frames
+        self._saved = time.monotonic()
+
+    def mark(self, frame: str, faces: int) -> None:
+        self.frames[frame] = faces
+        if time.monotonic() - self._saved > SAVE_EVERY_S:
+            self.save()
+
+    def save(self) -> None:
+        write_json(self.path, {"settings": self.settings, "frames": self.frames})
+        self._saved = time.monotonic()
+
+
+def _load_state(ws: Workspace, side: Side, opts: FaceExtractOptions) -> _State:
+    path = ws.frames_dir(side) / STATE
+    settings = _settings(opts)
+    if not path.exists():
+        return _State(path, settings, {})
+    try:
+        data = read_json(path)
+        frames = {str(k): int(v) for k, v in data["frames"].items()}
+        old = dict(data["settings"])
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise FacelabError(f"{path} is damaged ({e}); --force extracts again.") from e
+    if old != settings:
+        was = ", ".join(f"{k} {v}" for k, v in old.items())
+        raise FacelabError(f"data_{side}/aligned/ was extracted with {was}; --force extracts "
+                           "again with the new settings (old faces go to the trash).")
+    return _State(path, settings, frames)
+
+
+def _trash_previous(ws: Workspace, side: Side) -> Path | None:
+    root = ws.frames_dir(side)
+    old = [*ws.aligned_dir(side).glob("*.jpg"), *ws.aligned_debug_dir(side).glob("*.jpg"),
+           root / STATE, root / MISSING]
+    old = [p for p in old if p.exists()]
+    if not old:
+        return None
+    trash = ws.new_trash_dir()
+    move_to_trash(old, trash, ws.root)
+    return trash
+
+
+def extract_faces(ws: Workspace, side: Side, opts: FaceExtractOptions | None = None,
+                  reporter: Reporter = NULL) -> FaceExtractReport:
+    """Extract every face of every frame of `side` not yet done."""
+    opts = opts or FaceExtractOptions()
+    ws.require()
+    frames = list_images(ws.frames_dir(side))
+    if not frames:
+        raise FacelabError(f"data_{side}/ holds no frames: run `facelab video extract {side}`.")
+    report = FaceExtractReport(side, frames=len(frames))
+    if opts.force:
+        report.trashed_to = _trash_previous(ws, side)
+    state = _load_state(ws, side, opts)
+    todo = [f for f in frames if f.name not in state.frames]
+    debug = opts.debug if opts.debug is not None else side == "dst"
+    _process(ws, side, todo, Extractor(opts.extractor), state, opts, debug, report, reporter,
+             f"faces {side}")
+    if side == "dst":
+        report.missing_list = _write_missing(ws, state)
+    report.without_face = sorted(n for n, c in state.frames.items() if c == 0)
+    return report
+
+
+def _process(ws: Workspace, side: Side, frames: list[Path], extractor: Extractor,
+             state: _State, opts: FaceExtractOptions, debug: bool, report: FaceExtractReport,
+             reporter: Reporter, label: str) -> None:
+    aligned, debug_dir = ws.aligned_dir(side), ws.aligned_debug_dir(side)
+    aligned.mkdir(parents=True, exist_ok=True)
+    if debug:
+        debug_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with reporter.task(label, len(frames)) as task:
+            for frame_path in frames:
+                frame = read_image(frame_path)
+                faces = extractor.run(frame)
+                size = (frame.shape[1], frame.shape[0])
+                for face in faces:
+                    meta = face.meta(frame_path.name, size)
+                    meta.original_name = face_name(frame_path, face.index)
+                    write_face(aligned / meta.original_name, face.image, meta,
+                               opts.jpeg_quality)
+                if debug:
+                    with atomic_path(debug_dir / f"{frame_path.stem}.jpg") as tmp:
+                        cv2.imwrite(str(tmp), draw_debug(frame, faces),
+                                    [cv2.IMWRITE_JPEG_QUALITY, 90])
+                state.mark(frame_path.name, len(faces))
+                report.processed_now += 1
+                report.faces_written += len(faces)
+                task.advance()
+    finally:
+        state.save()
+
+
+def _write_missing(ws: Workspace, state: _State) -> Path:
+    path = ws.frames_dir("dst") / MISSING
+    names = sorted(n for n, c in state.frames.items() if c == 0)
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
+    return path
+
+
+def redo_deleted_debug(ws: Workspace, opts: FaceExtractOptions | None = None,
+                       reporter: Reporter = NULL) -> FaceExtractReport:
+    """Re-extract the dst frames whose debug image the user deleted, with a more sensitive
+    pass (frame upscaled 2×, lower threshold); their old faces move to aligned_trash/."""
+    opts = opts or FaceExtractOptions()
+    ws.require()
+    state = _load_state(ws, "dst", opts)
+    debug_dir = ws.aligned_debug_dir("dst")
+    if not debug_dir.is_dir() or not state.frames:
+        raise FacelabError("No extracted dst frames with debug images: run "
+                           "`facelab extract dst` (debug is on for dst) first.")
+    frames_dir = ws.frames_dir("dst")
+    redo = [frames_dir / n for n in sorted(state.frames)
+            if not (debug_dir / f"{Path(n).stem}.jpg").exists() and (frames_dir / n).exists()]
+    report = FaceExtractReport("dst", frames=len(state.frames))
+    if not redo:
+        return report
+    aligned = ws.aligned_dir("dst")
+    old = [p for f in redo for p in aligned.glob(f"{f.stem}_*.jpg")]
+    move_to_trash(old, ws.aligned_trash_dir("dst"), aligned)
+    sensitive = ExtractorOptions(**{**asdict(opts.extractor), "upscale": 2.0,
+                                    "threshold": _sensitive_threshold(opts.extractor)})
+    _process(ws, "dst", redo, Extractor(sensitive), state, opts, True, report, reporter,
+             "redo dst")
+    report.missing_list = _write_missing(ws, state)
+    report.without_face = sorted(n for n, c in state.frames.items() if c == 0)
+    return report
+
+
+def _sensitive_threshold(e: ExtractorOptions) -> float | None:
+    from facelab.faces.detect import create_detector
+
+    base = e.threshold if e.threshold is not None else getattr(
+        create_detector(e.detector, device="cpu"), "threshold", None)
+    return None if base is None else base * 0.6

@@ -1,0 +1,109 @@
+"""The face extractor: frame in, plain face records out (insightface's small API).
+
+    faces = Extractor(ExtractorOptions(detector="accurate")).run(frame_bgr)
+
+Each record holds the detection, the 68 points (+ mesh and pose), the frame→face transform
+of the chosen face type and the aligned face image. Nothing here knows about workspaces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from facelab.faces.faceimage import FaceMeta
+from facelab.faces.facetype import FaceType, crop_face, face_transform, transform_points
+from facelab.faces.record import Detection, Landmarks
+
+
+@dataclass
+class ExtractorOptions:
+    detector: str = "accurate"
+    landmarks: str = "mesh"
+    face_type: FaceType = FaceType.FULL
+    size: int = 256
+    device: str = "auto"
+    threshold: float | None = None  # detector score threshold; None = the detector's default
+    upscale: float = 1.0  # >1 runs detection on an enlarged frame (finds smaller faces)
+
+
+@dataclass
+class Face:
+    """One face found in a frame; `image` is the aligned crop."""
+
+    index: int
+    detection: Detection
+    landmarks: Landmarks
+    frame_to_face: np.ndarray
+    image: np.ndarray
+    face_type: FaceType
+
+    def meta(self, source_filename: str, source_size: tuple[int, int]) -> FaceMeta:
+        lm = self.landmarks
+        x0, y0, x1, y1 = self.detection.box
+        mesh = None
+        if lm.mesh is not None:
+            xy = transform_points(lm.mesh[:, :2], self.frame_to_face)
+            scale = float(np.sqrt(abs(np.linalg.det(self.frame_to_face[:, :2]))))
+            mesh = np.c_[xy, lm.mesh[:, 2] * scale]
+        return FaceMeta(
+            face_type=self.face_type.value, size=self.image.shape[0],
+            landmarks=transform_points(lm.points68, self.frame_to_face),
+            source_landmarks=lm.points68, frame_to_face=self.frame_to_face,
+            source_filename=source_filename,
+            source_rect=(int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))),
+            source_size=source_size, face_index=self.index, yaw=lm.yaw, pitch=lm.pitch,
+            roll=lm.roll, detector=self.detection.detector, score=float(self.detection.score),
+            mesh=mesh,
+        )
+
+
+class Extractor:
+    """Detect, mark landmarks, align. Models load on first use, once."""
+
+    def __init__(self, options: ExtractorOptions | None = None) -> None:
+        self.options = options or ExtractorOptions()
+        self.options.face_type = FaceType(self.options.face_type)
+
+    @cached_property
+    def detector(self) -> Any:  # a faces.detect detector, imported on first use
+        from facelab.faces.detect import create_detector
+
+        o = self.options
+        return create_detector(o.detector, device=o.device, threshold=o.threshold)
+
+    @cached_property
+    def landmarker(self) -> Any:  # a faces.landmarks landmarker
+        from facelab.faces.landmarks import create_landmarker
+
+        return create_landmarker(self.options.landmarks, device=self.options.device)
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        up = self.options.upscale
+        if up <= 1.0:
+            return self.detector.detect(frame)
+        import cv2
+
+        big = cv2.resize(frame, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)
+        found = self.detector.detect(big)
+        for d in found:
+            d.box = tuple(v / up for v in d.box)  # type: ignore[assignment]
+            if d.keypoints is not None:
+                d.keypoints = d.keypoints / up
+        return found
+
+    def run(self, frame: np.ndarray) -> list[Face]:
+        """All faces in `frame` (BGR), in detector order, each aligned."""
+        o = self.options
+        faces: list[Face] = []
+        for det in self.detect(frame):
+            lm = self.landmarker.fit(frame, det.box)
+            if lm is None:
+                continue
+            mat = face_transform(lm.points68, o.face_type, o.size, yaw_deg=lm.yaw)
+            faces.append(Face(len(faces), det, lm, mat, crop_face(frame, mat, o.size),
+                              o.face_type))
+        return faces
