@@ -64,15 +64,18 @@ class _State:
     def __init__(self, path: Path, settings: dict[str, Any], frames: dict[str, int]) -> None:
         self.path, self.settings, self.frames = path, settings, frames
         self._saved = time.monotonic()
+        self._dirty = False
 
     def mark(self, frame: str, faces: int) -> None:
         self.frames[frame] = faces
+        self._dirty = True
         if time.monotonic() - self._saved > SAVE_EVERY_S:
             self.save()
 
     def save(self) -> None:
-        write_json(self.path, {"settings": self.settings, "frames": self.frames})
-        self._saved = time.monotonic()
+        if self._dirty:  # a run that did nothing records nothing (not even its settings)
+            write_json(self.path, {"settings": self.settings, "frames": self.frames})
+            self._saved, self._dirty = time.monotonic(), False
 
 
 def _load_state(ws: Workspace, side: Side, opts: FaceExtractOptions) -> _State:
@@ -119,7 +122,10 @@ def extract_faces(ws: Workspace, side: Side, opts: FaceExtractOptions | None = N
     state = _load_state(ws, side, opts)
     todo = [f for f in frames if f.name not in state.frames]
     debug = opts.debug if opts.debug is not None else side == "dst"
-    _process(ws, side, todo, Extractor(opts.extractor), state, opts, debug, report, reporter,
+    extractor = Extractor(opts.extractor)
+    if todo:  # a bad detector or landmark name fails here, before any frame
+        _ = extractor.detector, extractor.landmarker
+    _process(ws, side, todo, extractor, state, opts, debug, report, reporter,
              f"faces {side}")
     if side == "dst":
         report.missing_list = _write_missing(ws, state)

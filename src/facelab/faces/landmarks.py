@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from facelab.errors import FacelabError
+from facelab.faces.mediapipe_runtime import quiet_env, quiet_stderr
 from facelab.faces.pose import mesh_pose, pose_from_68
 from facelab.faces.record import Landmarks
 
@@ -226,15 +227,20 @@ class MeshLandmarker:
         0.1–0.4 and 128–256, measured). `static=False` is mediapipe's tracking mode: ≈ 30 %
         faster on consecutive frames of one face but more jitter, and wrong with several
         faces a frame (one tracker per instance), so extraction keeps the default."""
+        quiet_env()
         try:
-            from mediapipe.python.solutions import face_mesh
+            with quiet_stderr():
+                from mediapipe.python.solutions import face_mesh
         except ImportError as exc:
             raise FacelabError("The 'mesh' landmarker needs mediapipe: "
                                "pip install --no-deps mediapipe==0.10.14 absl-py attrs "
                                "flatbuffers matplotlib 'protobuf>=4.25.8,<5'.") from exc
         self.margin, self.size = margin, size
-        self._fm: Any = face_mesh.FaceMesh(static_image_mode=static, refine_landmarks=True,
-                                           max_num_faces=1, min_detection_confidence=0.5)
+        with quiet_stderr():  # the graph starts (and logs from C++) on the first frame
+            self._fm: Any = face_mesh.FaceMesh(static_image_mode=static,
+                                               refine_landmarks=True, max_num_faces=1,
+                                               min_detection_confidence=0.5)
+            self._fm.process(np.zeros((self.size, self.size, 3), np.uint8))
 
     def mesh(self, image_bgr: np.ndarray,
              box: tuple[float, float, float, float]) -> np.ndarray | None:
