@@ -173,8 +173,9 @@ def _write_missing(ws: Workspace, state: _State) -> Path:
 
 def redo_deleted_debug(ws: Workspace, opts: FaceExtractOptions | None = None,
                        reporter: Reporter = NULL) -> FaceExtractReport:
-    """Re-extract the dst frames whose debug image the user deleted, with a more sensitive
-    pass (frame upscaled 2×, lower threshold); their old faces move to aligned_trash/."""
+    """Re-extract the dst frames whose debug image the user deleted, with the detector's
+    more sensitive pass (lower threshold, upscaled frame); their old faces move to
+    aligned_trash/."""
     opts = opts or FaceExtractOptions()
     ws.require()
     state = _load_state(ws, "dst", opts)
@@ -191,18 +192,9 @@ def redo_deleted_debug(ws: Workspace, opts: FaceExtractOptions | None = None,
     aligned = ws.aligned_dir("dst")
     old = [p for f in redo for p in aligned.glob(f"{f.stem}_*.jpg")]
     move_to_trash(old, ws.aligned_trash_dir("dst"), aligned)
-    sensitive = ExtractorOptions(**{**asdict(opts.extractor), "upscale": 2.0,
-                                    "threshold": _sensitive_threshold(opts.extractor)})
+    sensitive = ExtractorOptions(**{**asdict(opts.extractor), "sensitive": True})
     _process(ws, "dst", redo, Extractor(sensitive), state, opts, True, report, reporter,
              "redo dst")
     report.missing_list = _write_missing(ws, state)
     report.without_face = sorted(n for n, c in state.frames.items() if c == 0)
     return report
-
-
-def _sensitive_threshold(e: ExtractorOptions) -> float | None:
-    from facelab.faces.detect import create_detector
-
-    base = e.threshold if e.threshold is not None else getattr(
-        create_detector(e.detector, device="cpu"), "threshold", None)
-    return None if base is None else base * 0.6

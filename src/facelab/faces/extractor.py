@@ -27,7 +27,7 @@ class ExtractorOptions:
     size: int = 256
     device: str = "auto"
     threshold: float | None = None  # detector score threshold; None = the detector's default
-    upscale: float = 1.0  # >1 runs detection on an enlarged frame (finds smaller faces)
+    sensitive: bool = False  # the detector's more sensitive pass (re-extracting missed faces)
 
 
 @dataclass
@@ -73,7 +73,8 @@ class Extractor:
         from facelab.faces.detect import create_detector
 
         o = self.options
-        return create_detector(o.detector, device=o.device, threshold=o.threshold)
+        return create_detector(o.detector, device=o.device, threshold=o.threshold,
+                               sensitive=o.sensitive)
 
     @cached_property
     def landmarker(self) -> Any:  # a faces.landmarks landmarker
@@ -81,25 +82,11 @@ class Extractor:
 
         return create_landmarker(self.options.landmarks, device=self.options.device)
 
-    def detect(self, frame: np.ndarray) -> list[Detection]:
-        up = self.options.upscale
-        if up <= 1.0:
-            return self.detector.detect(frame)
-        import cv2
-
-        big = cv2.resize(frame, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)
-        found = self.detector.detect(big)
-        for d in found:
-            d.box = tuple(v / up for v in d.box)  # type: ignore[assignment]
-            if d.keypoints is not None:
-                d.keypoints = d.keypoints / up
-        return found
-
     def run(self, frame: np.ndarray) -> list[Face]:
         """All faces in `frame` (BGR), in detector order, each aligned."""
         o = self.options
         faces: list[Face] = []
-        for det in self.detect(frame):
+        for det in self.detector.detect(frame):
             lm = self.landmarker.fit(frame, det.box)
             if lm is None:
                 continue
