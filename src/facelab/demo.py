@@ -1,7 +1,8 @@
 """The demo: every stage built so far, run on the bundled GRID clips (CC BY 4.0).
 
 Speaker A (two clips) is src, speaker B is dst. As stages land, the demo grows into the
-full swap; today it extracts frames of both and rebuilds the dst video from its frames.
+full swap; today it extracts frames and aligned faces of both (with dst's debug frames) and
+rebuilds the dst video from its frames.
 Each stage is resumable, so a second run only does what is missing.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facelab.errors import FacelabError
+from facelab.faces.extract import FaceExtractReport, extract_faces
 from facelab.progress import NULL, Reporter
 from facelab.video.assemble import AssembleOptions, AssembleReport, assemble
 from facelab.video.extract import ExtractReport, extract_frames
@@ -31,6 +33,7 @@ ROUNDTRIP = "result_roundtrip.mp4"
 class DemoReport:
     workspace: Path
     extracted: list[ExtractReport] = field(default_factory=list)
+    faces: list[FaceExtractReport] = field(default_factory=list)
     assembled: AssembleReport | None = None
     copied: list[str] = field(default_factory=list)
 
@@ -60,6 +63,8 @@ def run_demo(ws: Workspace, fresh: bool = False, reporter: Reporter = NULL) -> D
     src_inputs = [ws.root / "data_src.mpg", ws.root / "data_src_2.mpg"]
     report.extracted.append(extract_frames(ws, "src", src_inputs, reporter=reporter))
     report.extracted.append(extract_frames(ws, "dst", reporter=reporter))
+    for side in ("src", "dst"):
+        report.faces.append(extract_faces(ws, side, reporter=reporter))
     # No face stages yet: rebuild dst from its own frames to show the video round trip.
     report.assembled = assemble(
         ws, AssembleOptions(frames_dir=ws.frames_dir("dst"), output=ws.root / ROUNDTRIP),

@@ -28,6 +28,11 @@ def demo(fresh: bool = typer.Option(False, "--fresh", help="Start from an empty 
         out.print(f"  copied the example clips in as {', '.join(rep.copied)}")
     for ex in rep.extracted:
         out.print(f"  {ex.side} frames: {ex.frames_total} in {ex.out_dir}")
+    for f in rep.faces:
+        debug = (f"; debug frames in {ws.aligned_debug_dir(f.side)}"
+                 if f.side == "dst" else "")
+        out.print(f"  {f.side} faces: {f.faces_written} written now, in "
+                  f"{ws.aligned_dir(f.side)}{debug}")
     a = rep.assembled
     if a is not None:
         if a.skipped:
@@ -35,5 +40,5 @@ def demo(fresh: bool = typer.Option(False, "--fresh", help="Start from an empty 
         else:
             out.print(f"  video round trip: {a.output} — {a.frames} frames, {a.fps} fps, "
                       f"audio: {a.audio or 'none'}")
-    out.print("Face extraction, training and merging land in later releases; "
+    out.print("Training and merging land in later releases; "
               "`facelab workspace info -w " f"{rep.workspace}` shows everything.")
