@@ -66,6 +66,18 @@ def to_meta(face: DflFace, image: np.ndarray, name: str) -> FaceMeta:
     )
 
 
+def _convert(path: Path, dest_dir: Path) -> str:
+    """Write the facelab face of DeepFaceLab face `path` into `dest_dir`; its name."""
+    image = read_image(path)
+    meta = to_meta(read_dfl(path), image, path.name)
+    target = dest_dir / f"{path.stem}.jpg"
+    if target.exists():  # never overwrite a face that is already there
+        target = dest_dir / f"{path.stem}_{timestamp()}.jpg"
+        meta.original_name = target.name
+    write_face(target, image, meta)
+    return target.name
+
+
 def import_dfl(source_dir: Path, dest_dir: Path, reporter: Reporter = NULL) -> ImportReport:
     """Import every DeepFaceLab face (JPG or PNG) in `source_dir` into `dest_dir`."""
     if not source_dir.is_dir():
@@ -79,15 +91,7 @@ def import_dfl(source_dir: Path, dest_dir: Path, reporter: Reporter = NULL) -> I
     with reporter.task(f"import {source_dir.name}", len(files)) as task:
         for path in files:
             try:
-                face = read_dfl(path)
-                image = read_image(path)
-                meta = to_meta(face, image, path.name)
-                target = dest_dir / f"{path.stem}.jpg"
-                if target.exists():
-                    target = dest_dir / f"{path.stem}_{timestamp()}.jpg"
-                    meta.original_name = target.name
-                write_face(target, image, meta)
-                report.imported.append(target.name)
+                report.imported.append(_convert(path, dest_dir))
             except FacelabError as e:
                 report.refused.append((path.name, str(e)))
             task.advance()
@@ -106,16 +110,8 @@ def convert_png(folder: Path, reporter: Reporter = NULL) -> ImportReport:
     with reporter.task(f"convert {folder.name}", len(pngs)) as task:
         for png in pngs:
             try:
-                face = read_dfl(png)
-                image = read_image(png)
-                meta = to_meta(face, image, png.name)
-                target = folder / f"{png.stem}.jpg"
-                if target.exists():  # never overwrite a face that is already there
-                    target = folder / f"{png.stem}_{timestamp()}.jpg"
-                    meta.original_name = target.name
-                write_face(target, image, meta)
+                report.imported.append(_convert(png, folder))
                 move_to_trash([png], folder / "png_trash", folder)
-                report.imported.append(target.name)
             except FacelabError as e:
                 report.refused.append((png.name, str(e)))
             task.advance()

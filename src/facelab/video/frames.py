@@ -1,13 +1,21 @@
 """Decoding video frames and writing/reading numbered frame images.
 
 Decoding streams one frame at a time; image files are encoded by a small thread pool
-(OpenCV releases the GIL while it compresses) with a bounded queue, so memory stays flat
-on an hour of 1080p.
+(the encoders release the GIL while they compress) with a bounded queue, so memory stays
+flat on an hour of 1080p.
+
+PNG frames are compressed by FFmpeg's PNG encoder (through PyAV), not OpenCV's: at the same
+zlib level and nearly the same size it takes about two thirds of the time, because the
+OpenCV wheels carry an old zlib and libpng tries every row filter (bench/video.py,
+docs/BENCHMARKS.md). Images OpenCV can write but that encoder cannot take (16-bit, float)
+still go through `cv2.imwrite`. `to_array` and `to_video_frame` convert pixel formats
+through one swscale context per thread instead of PyAV's one per frame.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,6 +28,7 @@ import av
 import av.error
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from facelab.errors import FacelabError
 
@@ -31,7 +40,60 @@ def frame_name(number: int, fmt: str) -> str:
 
 
 def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
+    """Threads for encoding or decoding frame images: one more than the cores, as FFmpeg
+    sizes its frame threads, so the cores stay busy while one worker waits for the GIL or
+    the disk; at most 8."""
+    return max(2, min(8, (os.cpu_count() or 1) + 1))
+
+
+#: 8-bit channel counts FFmpeg's PNG encoder takes: (cv2.mixChannels pairs from OpenCV's
+#: BGR(A) to RGB(A) order, encoder pix_fmt).
+_PNG_LAYOUTS: dict[int, tuple[list[int], str]] = {
+    1: ([0, 0], "gray"),
+    3: ([0, 2, 1, 1, 2, 0], "rgb24"),
+    4: ([0, 2, 1, 1, 2, 0, 3, 3], "rgba"),
+}
+
+
+class _PngEncoder:
+    """FFmpeg's PNG encoder, one codec context per writer thread and frame layout."""
+
+    def __init__(self, compression: int) -> None:
+        self.compression = compression
+        self._local = threading.local()
+
+    def accepts(self, image: np.ndarray) -> bool:
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        return image.dtype == np.uint8 and image.ndim in (2, 3) and channels in _PNG_LAYOUTS
+
+    def encode(self, image: np.ndarray) -> list[av.Packet]:
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        pairs, pix_fmt = _PNG_LAYOUTS[channels]
+        height, width = image.shape[:2]
+        # Reorder straight into the frame's buffer: one pass, no extra frame-sized copy.
+        # mixChannels, not cvtColor: cvtColor hands each image to OpenCV's thread pool,
+        # whose idle threads then spin in sched_yield (~15% of the CPU on 2 cores).
+        frame = av.VideoFrame(width, height, pix_fmt)
+        plane = frame.planes[0]
+        rows = np.frombuffer(plane, np.uint8).reshape(height, plane.line_size)
+        target = rows[:, :width * channels].reshape(height, width, channels)
+        cv2.mixChannels([image.reshape(height, width, channels)], [target], pairs)
+        key = (width, height, pix_fmt)
+        contexts: dict[tuple[int, int, str], av.VideoCodecContext] = getattr(
+            self._local, "contexts", None) or {}
+        self._local.contexts = contexts
+        ctx = contexts.get(key)
+        if ctx is None:
+            ctx = av.CodecContext.create("png", "w")
+            ctx.width, ctx.height, ctx.pix_fmt = width, height, pix_fmt
+            ctx.time_base = Fraction(1, 25)  # unused by PNG; the encoder wants one set
+            ctx.thread_count = 1  # one packet per frame, no frame-thread delay
+            ctx.options = {"compression_level": str(self.compression), "pred": "paeth"}
+            contexts[key] = ctx
+        packets = ctx.encode(frame)
+        if not packets:
+            raise FacelabError("The PNG encoder returned no image.")
+        return packets
 
 
 class ImageWriter:
@@ -40,6 +102,7 @@ class ImageWriter:
     def __init__(self, fmt: FrameFormat, *, jpeg_quality: int = 95, png_compression: int = 1,
                  workers: int | None = None) -> None:
         self.workers = workers or default_workers()
+        self._png = _PngEncoder(png_compression) if fmt == "png" else None
         if fmt == "png":
             self.params = [cv2.IMWRITE_PNG_COMPRESSION, png_compression]
         else:
@@ -49,7 +112,16 @@ class ImageWriter:
 
     def _write(self, path: Path, image: np.ndarray) -> None:
         tmp = path.with_name(f".{path.stem}.part{path.suffix}")
-        if not cv2.imwrite(str(tmp), image, self.params):
+        if self._png is not None and self._png.accepts(image):
+            packets = self._png.encode(image)
+            try:
+                with open(tmp, "wb") as f:
+                    for packet in packets:
+                        f.write(memoryview(packet))
+            except OSError as e:
+                raise FacelabError(
+                    f"Could not write {path} (disk full or folder not writable?): {e}") from e
+        elif not cv2.imwrite(str(tmp), image, self.params):
             raise FacelabError(f"Could not write {path} (disk full or folder not writable?).")
         os.replace(tmp, path)
 
@@ -113,6 +185,34 @@ def subsample(frames: Iterator[av.VideoFrame], fps: Fraction | None, state: Deco
             while next_t <= t:  # a gap longer than the step: don't emit a burst later
                 next_t += step
             yield frame
+
+
+_sws = threading.local()
+
+
+def _reformatter() -> VideoReformatter:
+    """This thread's swscale context, kept across frames, single-threaded.
+
+    PyAV's `VideoFrame.to_ndarray`/`reformat` set up a new context for every frame, and with
+    it a pool of slice threads (one per core) started and joined each time; an encoder
+    converts a frame it is handed with a threaded context too. On 2 busy cores those thread
+    hand-offs were most of the decoding thread's time."""
+    reformatter: VideoReformatter | None = getattr(_sws, "reformatter", None)
+    if reformatter is None:
+        reformatter = _sws.reformatter = VideoReformatter()
+    return reformatter
+
+
+def to_array(frame: av.VideoFrame, fmt: str = "bgr24") -> np.ndarray:
+    """`frame.to_ndarray(format=fmt)`, the same pixels, without a swscale setup per frame."""
+    return _reformatter().reformat(frame, format=fmt, threads=1).to_ndarray()
+
+
+def to_video_frame(image: np.ndarray, layout: str, pix_fmt: str) -> av.VideoFrame:
+    """`image` (in `layout`, e.g. "bgr24") as a frame in an encoder's `pix_fmt`: the same
+    conversion the encoder would make, done here, e.g. in a reader thread."""
+    frame = av.VideoFrame.from_ndarray(image, format=layout)
+    return _reformatter().reformat(frame, format=pix_fmt, threads=1)
 
 
 def read_image(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
