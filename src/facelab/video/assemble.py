@@ -23,7 +23,7 @@ from facelab.fsutil import atomic_path, move_to_trash, read_json
 from facelab.progress import NULL, Reporter
 from facelab.video.audio import AudioMux
 from facelab.video.formats import FORMATS, OutputFormat
-from facelab.video.frames import default_workers, read_image
+from facelab.video.frames import default_workers, read_image, to_video_frame
 from facelab.video.probe import VideoInfo
 from facelab.workspace import Workspace, list_images
 
@@ -99,11 +99,12 @@ def _encoder_settings(fmt: OutputFormat, crf: int | None, bitrate: float | None
 
 
 def _read_frames(frames: list[Path], masks: list[Path] | None, fmt: OutputFormat,
-                 pad: tuple[int, int]) -> Iterator[np.ndarray]:
-    """Decoded frames in order, a few ahead of the encoder, in the encoder's layout."""
+                 pad: tuple[int, int]) -> Iterator[av.VideoFrame]:
+    """Decoded frames in order, a few ahead of the encoder, already converted to the
+    encoder's pixel format (in the reader threads)."""
     flags = cv2.IMREAD_UNCHANGED if fmt.alpha else cv2.IMREAD_COLOR
 
-    def load(i: int) -> np.ndarray:
+    def load(i: int) -> av.VideoFrame:
         img = read_image(frames[i], flags)
         if img.ndim == 2:
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
@@ -116,7 +117,7 @@ def _read_frames(frames: list[Path], masks: list[Path] | None, fmt: OutputFormat
             img = img[:, :, :3]
         if pad != (0, 0):
             img = cv2.copyMakeBorder(img, 0, pad[1], 0, pad[0], cv2.BORDER_REPLICATE)
-        return np.ascontiguousarray(img)
+        return to_video_frame(np.ascontiguousarray(img), fmt.input_format, fmt.pix_fmt)
 
     workers = default_workers()
     with ThreadPoolExecutor(workers, thread_name_prefix="imread") as pool:
@@ -188,6 +189,7 @@ def assemble(ws: Workspace, opts: AssembleOptions | None = None, reporter: Repor
             vs.pix_fmt = fmt.pix_fmt
             vs.time_base = Fraction(1) / info.fps
             vs.codec_context.thread_count = 0
+            vs.codec_context.thread_type = "AUTO"  # PyAV defaults to x264's slice threads
             if bit_rate is not None:
                 vs.bit_rate = bit_rate
             mux = None
@@ -196,8 +198,7 @@ def assemble(ws: Workspace, opts: AssembleOptions | None = None, reporter: Repor
                 mux = AudioMux(out, fmt.muxer, audio_src, 0, info.start_s, end)
                 report.audio = mux.describe()
             with reporter.task(f"assemble → {output.name}", len(frames)) as task:
-                for i, img in enumerate(_read_frames(frames, masks, fmt, pad)):
-                    vf = av.VideoFrame.from_ndarray(img, format=fmt.input_format)
+                for i, vf in enumerate(_read_frames(frames, masks, fmt, pad)):
                     vf.pts = i
                     out.mux(vs.encode(vf))
                     if mux:

@@ -27,6 +27,7 @@ from facelab.video.frames import (
     decode_video,
     frame_name,
     subsample,
+    to_array,
 )
 from facelab.video.probe import info_of, open_video
 from facelab.video.timecode import format_timecode
@@ -151,7 +152,7 @@ def _extract_one(ws: Workspace, side: Side, path: Path, out: Path, rec: dict[str
             for frame in subsample(decode_video(container, state), opts.fps, state):
                 target = out / frame_name(number, opts.fmt)
                 if not target.exists():
-                    writer.submit(target, frame.to_ndarray(format="bgr24"))
+                    writer.submit(target, to_array(frame))
                     written += 1
                 number += 1
                 task.advance()
