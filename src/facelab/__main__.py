@@ -2,4 +2,5 @@
 
 from facelab.cli.app import main
 
-main()
+if __name__ == "__main__":  # worker processes (face extraction) import this module too
+    main()

@@ -4,11 +4,24 @@
 so a rerun skips done frames and `--redo-deleted-debug` knows which frames the user
 rejected by deleting their debug image. dst frames without a face are listed in
 `data_dst/aligned_missing.txt`.
+
+With 2+ cores and 8+ frames the frames go to a pool of worker processes, each with its own
+Extractor (the ONNX Runtime and MediaPipe sessions are neither picklable nor fork-safe; the
+workers come from a fork server that imported the libraries once, ≈ 30 % faster than
+spawning on GRID's 75 frames). A worker reads its frame and writes the faces and debug
+image itself, returning only the frame's face count, so the parent sends paths and records
+results in frame order; the files are byte-identical to the one-process path's. As with any
+multiprocessing pool, a script calling `extract_faces` needs the
+`if __name__ == "__main__":` guard (the CLI has it); `workers=1` avoids the pool.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +32,7 @@ from facelab.errors import FacelabError
 from facelab.faces.debug import draw_debug
 from facelab.faces.extractor import Extractor, ExtractorOptions
 from facelab.faces.faceimage import write_face
+from facelab.faces.mediapipe_runtime import quiet_env
 from facelab.fsutil import atomic_path, move_to_trash, read_json, write_json
 from facelab.progress import NULL, Reporter
 from facelab.video.frames import read_image
@@ -27,6 +41,13 @@ from facelab.workspace import Side, Workspace, list_images
 STATE = "faces.json"
 MISSING = "aligned_missing.txt"
 SAVE_EVERY_S = 2.0
+MIN_POOL_FRAMES = 8  # below this, starting workers (≈ 1-2 s of model loading) is not worth it
+MAX_WORKERS = 2
+START_METHOD = "forkserver"
+# imported once by the fork server, so each worker forks with them loaded (no model is
+# loaded and no thread started by an import, so forking them is safe)
+PRELOAD = ["facelab.faces.extract", "facelab.faces.detect", "facelab.faces.landmarks",
+           "onnxruntime", "mediapipe.python.solutions.face_mesh"]
 
 
 @dataclass
@@ -35,6 +56,7 @@ class FaceExtractOptions:
     jpeg_quality: int = 95
     debug: bool | None = None  # None: on for dst, off for src (the seed's defaults)
     force: bool = False
+    workers: int | None = None  # processes; None: min(2, cores), 1 for small jobs or CUDA
 
 
 @dataclass
@@ -122,10 +144,7 @@ def extract_faces(ws: Workspace, side: Side, opts: FaceExtractOptions | None = N
     state = _load_state(ws, side, opts)
     todo = [f for f in frames if f.name not in state.frames]
     debug = opts.debug if opts.debug is not None else side == "dst"
-    extractor = Extractor(opts.extractor)
-    if todo:  # a bad detector or landmark name fails here, before any frame
-        _ = extractor.detector, extractor.landmarker
-    _process(ws, side, todo, extractor, state, opts, debug, report, reporter,
+    _process(ws, side, todo, opts.extractor, state, opts, debug, report, reporter,
              f"faces {side}")
     if side == "dst":
         report.missing_list = _write_missing(ws, state)
@@ -133,34 +152,152 @@ def extract_faces(ws: Workspace, side: Side, opts: FaceExtractOptions | None = N
     return report
 
 
-def _process(ws: Workspace, side: Side, frames: list[Path], extractor: Extractor,
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may use
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _workers(opts: FaceExtractOptions, frames: int) -> int:
+    if opts.workers is not None:
+        return max(1, min(opts.workers, frames))
+    if frames < MIN_POOL_FRAMES or opts.extractor.device == "cuda":
+        return 1
+    return max(1, min(MAX_WORKERS, _cores()))
+
+
+def _extract_frame(extractor: Extractor, frame_path: Path, aligned: Path,
+                   debug_dir: Path | None, quality: int) -> tuple[int, list[Path]]:
+    """Read, detect, align and write one frame's faces (and debug image); the face count
+    and the files written."""
+    frame = read_image(frame_path)
+    faces = extractor.run(frame)
+    size = (frame.shape[1], frame.shape[0])
+    written: list[Path] = []
+    for face in faces:
+        meta = face.meta(frame_path.name, size)
+        meta.original_name = face_name(frame_path, face.index)
+        write_face(aligned / meta.original_name, face.image, meta, quality)
+        written.append(aligned / meta.original_name)
+    if debug_dir is not None:
+        with atomic_path(debug_dir / f"{frame_path.stem}.jpg") as tmp:
+            cv2.imwrite(str(tmp), draw_debug(frame, faces), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        written.append(debug_dir / f"{frame_path.stem}.jpg")
+    return len(faces), written
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(options: ExtractorOptions, aligned: Path, debug_dir: Path | None,
+                 quality: int, slot: Any = None) -> None:
+    """Pool initializer: load the models once per process; a load error (a bad detector
+    name, a missing package) is kept and raised by the first frame, as the user's error.
+    `slot`: a shared counter that gives each worker its own core."""
+    if slot is not None:
+        with slot.get_lock():
+            i, slot.value = slot.value, slot.value + 1
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[i % len(cpus)]})
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    cv2.setNumThreads(1)
+    extractor = Extractor(options)
+    try:
+        _ = extractor.detector, extractor.landmarker
+    except Exception as e:  # re-raised by _worker_frame, on the first frame
+        _WORKER["error"] = e
+    _WORKER.update(extractor=extractor, aligned=aligned, debug_dir=debug_dir, quality=quality)
+
+
+def _worker_frame(frame_path: Path) -> tuple[int, list[Path]]:
+    if "error" in _WORKER:
+        raise _WORKER["error"]
+    return _extract_frame(_WORKER["extractor"], frame_path, _WORKER["aligned"],
+                          _WORKER["debug_dir"], _WORKER["quality"])
+
+
+def _process(ws: Workspace, side: Side, frames: list[Path], options: ExtractorOptions,
              state: _State, opts: FaceExtractOptions, debug: bool, report: FaceExtractReport,
              reporter: Reporter, label: str) -> None:
     aligned, debug_dir = ws.aligned_dir(side), ws.aligned_debug_dir(side)
     aligned.mkdir(parents=True, exist_ok=True)
     if debug:
         debug_dir.mkdir(parents=True, exist_ok=True)
+    workers = _workers(opts, len(frames))
     try:
         with reporter.task(label, len(frames)) as task:
-            for frame_path in frames:
-                frame = read_image(frame_path)
-                faces = extractor.run(frame)
-                size = (frame.shape[1], frame.shape[0])
-                for face in faces:
-                    meta = face.meta(frame_path.name, size)
-                    meta.original_name = face_name(frame_path, face.index)
-                    write_face(aligned / meta.original_name, face.image, meta,
-                               opts.jpeg_quality)
-                if debug:
-                    with atomic_path(debug_dir / f"{frame_path.stem}.jpg") as tmp:
-                        cv2.imwrite(str(tmp), draw_debug(frame, faces),
-                                    [cv2.IMWRITE_JPEG_QUALITY, 90])
-                state.mark(frame_path.name, len(faces))
+
+            def record(frame_path: Path, faces: int) -> None:
+                state.mark(frame_path.name, faces)
                 report.processed_now += 1
-                report.faces_written += len(faces)
+                report.faces_written += faces
                 task.advance()
+
+            if workers > 1:
+                _pooled(frames, workers, options, aligned, debug_dir if debug else None,
+                        opts.jpeg_quality, record)
+                return
+            extractor = Extractor(options)
+            if frames:  # a bad detector or landmark name fails here, before any frame
+                _ = extractor.detector, extractor.landmarker
+            for frame_path in frames:
+                faces, _written = _extract_frame(extractor, frame_path, aligned,
+                                                 debug_dir if debug else None,
+                                                 opts.jpeg_quality)
+                record(frame_path, faces)
     finally:
         state.save()
+
+
+def _pooled(frames: list[Path], workers: int, options: ExtractorOptions, aligned: Path,
+            debug_dir: Path | None, quality: int, record: Any) -> None:
+    """Frames through a process pool, a few in flight per worker (memory stays flat),
+    recorded in frame order. On an error the frames before it are recorded, and files that
+    later frames already wrote are removed, so the disk matches the sequential path."""
+    method = START_METHOD if START_METHOD in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        quiet_env()  # before the fork server imports mediapipe
+        ctx.set_forkserver_preload(PRELOAD)
+    # one core per worker: pin each to its own (≈ 10-15 % faster, less CPU: their runtime
+    # threads stop competing across cores); with more cores than workers, let them roam
+    pin = hasattr(os, "sched_setaffinity") and workers >= _cores()
+    slot = ctx.Value("i", 0) if pin else None
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(options, aligned, debug_dir, quality, slot))
+    pending: deque[tuple[Path, Future[tuple[int, list[Path]]]]] = deque()
+    todo = iter(frames)
+    try:
+        for frame_path in todo:
+            pending.append((frame_path, pool.submit(_worker_frame, frame_path)))
+            if len(pending) >= 3 * workers:
+                break
+        while pending:
+            frame_path, future = pending.popleft()
+            try:
+                faces, _written = future.result()
+            except BaseException:
+                _discard(pool, pending)
+                raise
+            record(frame_path, faces)
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(_worker_frame, nxt)))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _discard(pool: ProcessPoolExecutor,
+             pending: deque[tuple[Path, Future[tuple[int, list[Path]]]]]) -> None:
+    """Cancel the frames after a failed one and delete what the running ones wrote."""
+    for _, future in pending:
+        future.cancel()
+    pool.shutdown(wait=True, cancel_futures=True)
+    for _, future in pending:
+        if future.done() and not future.cancelled() and future.exception() is None:
+            for path in future.result()[1]:
+                path.unlink(missing_ok=True)
 
 
 def _write_missing(ws: Workspace, state: _State) -> Path:
@@ -193,8 +330,7 @@ def redo_deleted_debug(ws: Workspace, opts: FaceExtractOptions | None = None,
     old = [p for f in redo for p in aligned.glob(f"{f.stem}_*.jpg")]
     move_to_trash(old, ws.aligned_trash_dir("dst"), aligned)
     sensitive = ExtractorOptions(**{**asdict(opts.extractor), "sensitive": True})
-    _process(ws, "dst", redo, Extractor(sensitive), state, opts, True, report, reporter,
-             "redo dst")
+    _process(ws, "dst", redo, sensitive, state, opts, True, report, reporter, "redo dst")
     report.missing_list = _write_missing(ws, state)
     report.without_face = sorted(n for n, c in state.frames.items() if c == 0)
     return report
