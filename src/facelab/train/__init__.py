@@ -1,0 +1,1 @@
+"""Training: model networks, data feeding, losses and checkpoints."""
