@@ -1,0 +1,256 @@
+"""Training samples: faces re-cut at the model's face type, augmented, batched by workers.
+
+Images stay BGR end to end (as OpenCV reads them and as the merger writes them), as float32
+CHW in [0, 1]; masks are 1×H×W. Each stored face is re-cropped through its landmarks
+(`face_transform(meta.landmarks, model_type, res, meta.yaw)`), so one faceset serves models
+of any face type and resolution, in one resampling from the stored pixels.
+
+`make_loader` serves src and dst together (one batch dict per step), because yaw-sorted
+src feeding needs dst's yaws and a trainer always steps both sides at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from facelab.errors import FacelabError
+from facelab.faces.faceimage import FaceMeta, read_meta
+from facelab.faces.facetype import FaceType, face_transform, transform_points
+from facelab.train.warp import Augment, draw_augment, render, rng_for
+from facelab.workspace import list_images
+
+SRC_SCALE_LIMIT = 0.3  # the user's src face scale option, −30…30 %
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """How samples are augmented and fed. `src_scale` and `yaw_sorted` act on src only."""
+
+    random_warp: bool = True
+    random_flip: bool = True
+    src_scale: float = 0.0  # fraction: shifts src's ±15 % random scale range
+    yaw_sorted: bool = False  # feed src so its yaw histogram follows dst's
+    mask_blur: bool = False  # blur the hull mask (radius res/32) instead of a hard edge
+    yaw_bins: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not -SRC_SCALE_LIMIT <= self.src_scale <= SRC_SCALE_LIMIT:
+            raise FacelabError(f"The src face scale {self.src_scale:+.0%} is out of range: "
+                               "choose between -30% and +30%.")
+
+
+class Sample(NamedTuple):
+    """One face: the unwarped target, the (warped) network input, the landmark-hull mask."""
+
+    target: np.ndarray  # 3×H×W float32 BGR
+    input: np.ndarray  # 3×H×W float32 BGR
+    mask: np.ndarray  # 1×H×W float32
+
+
+class Faceset:
+    """The aligned faces of one folder, served at a model's resolution and face type."""
+
+    def __init__(self, folder: Path | str, resolution: int, face_type: FaceType | str) -> None:
+        self.folder = Path(folder)
+        self.resolution = int(resolution)
+        self.face_type = FaceType.parse(str(face_type))
+        self.paths = [p for p in list_images(self.folder) if p.suffix.lower() in (".jpg", ".jpeg")]
+        if not self.paths:
+            side = self.folder.parent.name.removeprefix("data_")
+            side = side if side in ("src", "dst") else "src|dst"
+            raise FacelabError(f"{self.name} holds no faces: run `facelab extract {side}`.")
+        self.metas: list[FaceMeta] = [read_meta(p) for p in self.paths]  # headers only: fast
+        self.yaws = np.array([m.yaw for m in self.metas], np.float64)
+        self._mats: dict[int, np.ndarray] = {}  # face_to_crop, filled as faces are used
+
+    @property
+    def name(self) -> str:
+        """`data_src/aligned`-style name for messages."""
+        return f"{self.folder.parent.name}/{self.folder.name}"
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def face_to_crop(self, i: int) -> np.ndarray:
+        """2×3 affine from stored-face pixels to the model's crop (no augmentation)."""
+        m = self.metas[i]
+        return face_transform(m.landmarks, self.face_type, self.resolution, m.yaw)
+
+    def crop_landmarks(self, i: int) -> np.ndarray:
+        """Face i's 68 landmarks in the model's crop pixels."""
+        return transform_points(self.metas[i].landmarks, self.face_to_crop(i))
+
+    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image, face_to_crop, landmarks), the image pre-shrunk with area averaging so the
+        crop's single cubic resampling does not alias when the model is smaller."""
+        mat, lm = self._mats.get(i), np.asarray(self.metas[i].landmarks, np.float64)
+        if mat is None:
+            mat = self._mats[i] = self.face_to_crop(i)
+        factor = float(np.sqrt(abs(np.linalg.det(mat[:, :2]))))  # crop px per stored px
+        # JPEG can decode at 1/2 or 1/4 size in the DCT: cheaper than decoding and shrinking
+        flag = (cv2.IMREAD_REDUCED_COLOR_4 if factor <= 0.25 else
+                cv2.IMREAD_REDUCED_COLOR_2 if factor <= 0.5 else cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.fromfile(self.paths[i], np.uint8), flag)
+        if image is None:
+            raise FacelabError(f"{self.paths[i].name} in {self.name} is not a readable JPEG.")
+        h, w = image.shape[:2]
+        if w != self.metas[i].size:  # decoded smaller: express the crop in its pixels
+            mat, lm, factor = self._rescaled(mat, lm, w / self.metas[i].size, factor)
+        if factor < 0.7:
+            nw, nh = max(8, round(w * factor)), max(8, round(h * factor))
+            image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+            mat, lm, factor = self._rescaled(mat, lm, nw / w, factor)
+        return image, mat, lm
+
+    @staticmethod
+    def _rescaled(mat: np.ndarray, lm: np.ndarray, f: float,
+                  factor: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """Crop transform and landmarks for the image resized by f (pixel centres kept)."""
+        back = np.array([[1 / f, 0, 0.5 / f - 0.5], [0, 1 / f, 0.5 / f - 0.5], [0, 0, 1]])
+        return (np.vstack([mat, [0, 0, 1]]) @ back)[:2], (lm + 0.5) * f - 0.5, factor / f
+
+    def render_u8(self, i: int, aug: Augment, mask_blur: bool = False) -> Sample:
+        """Face i under a given augmentation, as uint8 CHW (what workers pass along)."""
+        image, mat, lm = self._load(i)
+        target, warped, mask = render(image, mat, lm, self.resolution, aug, mask_blur)
+        chw = lambda a: np.ascontiguousarray(a.transpose(2, 0, 1))  # noqa: E731
+        return Sample(chw(target), chw(warped), mask[None])
+
+    def render(self, i: int, aug: Augment, mask_blur: bool = False) -> Sample:
+        """Face i under a given augmentation, float32 in [0, 1] (for tests and previews)."""
+        return Sample(*(a.astype(np.float32) / 255 for a in self.render_u8(i, aug, mask_blur)))
+
+    def sample(self, i: int, rng: np.random.Generator, options: SampleOptions,
+               scale_shift: float = 0.0, as_uint8: bool = False) -> Sample:
+        """Face i under a fresh random augmentation drawn from `rng`."""
+        aug = draw_augment(rng, warp=options.random_warp, flip=options.random_flip,
+                           scale_shift=scale_shift)
+        return (self.render_u8 if as_uint8 else self.render)(i, aug, options.mask_blur)
+
+
+class YawMatcher:
+    """Draws src faces so that their yaw histogram follows dst's (DFL's yaw-sorted src).
+
+    Yaws are binned over both sets' range; a bin is drawn with dst's frequency and a face
+    uniformly inside it; a dst bin with no src face gives its weight to the nearest src bin.
+    """
+
+    def __init__(self, src_yaws: np.ndarray, dst_yaws: np.ndarray, bins: int = 16) -> None:
+        src_yaws, dst_yaws = np.asarray(src_yaws, float), np.asarray(dst_yaws, float)
+        lo = min(src_yaws.min(), dst_yaws.min())
+        hi = max(src_yaws.max(), dst_yaws.max())
+        edges = np.linspace(lo, hi + 1e-6, bins + 1)
+        src_bin = np.clip(np.digitize(src_yaws, edges) - 1, 0, bins - 1)
+        dst_bin = np.clip(np.digitize(dst_yaws, edges) - 1, 0, bins - 1)
+        self.members = [np.flatnonzero(src_bin == b) for b in range(bins)]
+        full = np.array([b for b in range(bins) if len(self.members[b])])
+        probs = np.zeros(bins)
+        for b, count in enumerate(np.bincount(dst_bin, minlength=bins)):
+            probs[full[np.argmin(np.abs(full - b))]] += count
+        self.probs = probs / probs.sum()
+
+    def draw(self, rng: np.random.Generator) -> int:
+        b = rng.choice(len(self.probs), p=self.probs)
+        return int(self.members[b][rng.integers(len(self.members[b]))])
+
+
+class _Shuffled:
+    """Indices in a fresh random order each pass: every face once per epoch, as DFL does."""
+
+    def __init__(self, n: int, rng: np.random.Generator) -> None:
+        self.n, self.rng, self.order, self.pos = n, rng, np.empty(0, np.int64), 0
+
+    def take(self, k: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < k:
+            if self.pos >= len(self.order):
+                self.order, self.pos = self.rng.permutation(self.n), 0
+            out.append(int(self.order[self.pos]))
+            self.pos += 1
+        return out
+
+
+class PairStream(IterableDataset):
+    """Endless batches; each worker has its own generator seeded by (seed, worker id)."""
+
+    def __init__(self, src: Faceset, dst: Faceset | None, batch_size: int,
+                 options: SampleOptions) -> None:
+        super().__init__()
+        self.src, self.dst, self.batch_size, self.options = src, dst, batch_size, options
+
+    def _side(self, faces: Faceset, idx: list[int], rng: np.random.Generator,
+              scale: float) -> list[np.ndarray]:
+        samples = [faces.sample(i, rng, self.options, scale, as_uint8=True) for i in idx]
+        return [np.stack([s[k] for s in samples]) for k in (1, 0, 2)]  # input, target, mask
+
+    def _pack(self, arrays: list[np.ndarray], names: list[str]) -> dict[str, torch.Tensor]:
+        """uint8 views of one storage: a worker hands over one small shared-memory block per
+        batch, not six float ones (each costs a descriptor and a mapping in the trainer)."""
+        flat = torch.empty(sum(a.size for a in arrays), dtype=torch.uint8)
+        out, pos = {}, 0
+        for name, a in zip(names, arrays, strict=True):
+            view = flat[pos:pos + a.size].view(a.shape)
+            view.copy_(torch.from_numpy(a))
+            out[name], pos = view, pos + a.size
+        return out
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        rng = rng_for(self.options.seed, info.id if info else 0)
+        o, n = self.options, self.batch_size
+        src_order = _Shuffled(len(self.src), rng)
+        dst_order = _Shuffled(len(self.dst), rng) if self.dst else None
+        yaw = (YawMatcher(self.src.yaws, self.dst.yaws, o.yaw_bins)
+               if o.yaw_sorted and self.dst else None)
+        while True:
+            idx = [yaw.draw(rng) for _ in range(n)] if yaw else src_order.take(n)
+            arrays = self._side(self.src, idx, rng, o.src_scale)
+            names = ["src", "src_target", "src_mask"]
+            if self.dst and dst_order:
+                arrays += self._side(self.dst, dst_order.take(n), rng, 0.0)
+                names += ["dst", "dst_target", "dst_mask"]
+            batch = self._pack(arrays, names)
+            yield batch
+
+
+def _worker_init(_: int) -> None:
+    """One thread per worker: the workers are the parallelism, oversubscription only hurts."""
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def make_loader(src: Faceset, dst: Faceset | None, batch_size: int, options: SampleOptions,
+                workers: int = 2) -> Iterator[dict[str, torch.Tensor]]:
+    """An endless iterator of batches: dict(src, src_target, src_mask[, dst, dst_target,
+    dst_mask]), float32 BGR CHW in [0, 1]. Same seed and worker count → same batches.
+
+    Workers build whole batches (no per-sample collation) and prefetch a few each, so a
+    training step rarely waits; workers=0 builds them in the caller's process.
+    """
+    for faces in (src, dst):
+        if faces is not None and batch_size > len(faces):
+            raise FacelabError(f"Batch size {batch_size} is larger than the {len(faces)} faces "
+                               f"in {faces.name}: lower the batch size or extract more faces.")
+    if batch_size < 1:
+        raise FacelabError(f"Batch size {batch_size} is too small: use 1 or more.")
+    loader = DataLoader(
+        PairStream(src, dst, batch_size, options), batch_size=None, num_workers=workers,
+        pin_memory=False, persistent_workers=workers > 0, worker_init_fn=_worker_init,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    return _as_float(iter(loader))
+
+
+def _as_float(batches: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
+    """uint8 → float32 in [0, 1], in the trainer's process (a fraction of a millisecond)."""
+    for batch in batches:
+        yield {k: v.float().div_(255) for k, v in batch.items()}
