@@ -93,6 +93,8 @@ def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callabl
                 return fn(*args, **kw)
             except FacelabError as e:
                 error_line(str(e))
+                if st.verbose and e.__cause__ is not None:  # the underlying error, on demand
+                    error_line(f"caused by {type(e.__cause__).__name__}: {e.__cause__}")
                 raise typer.Exit(e.exit_code) from None
             finally:
                 _current.pop()
