@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from facelab.cli.ui import RichReporter, error_line
+from facelab.cli.ui import RichReporter, err, error_line
 from facelab.errors import FacelabError
 from facelab.workspace import Workspace
 
@@ -94,7 +94,8 @@ def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callabl
             except FacelabError as e:
                 error_line(str(e))
                 if st.verbose and e.__cause__ is not None:  # the underlying error, on demand
-                    error_line(f"caused by {type(e.__cause__).__name__}: {e.__cause__}")
+                    err.print(f"  caused by {type(e.__cause__).__name__}: {e.__cause__}",
+                              highlight=False, markup=False)
                 raise typer.Exit(e.exit_code) from None
             finally:
                 _current.pop()
