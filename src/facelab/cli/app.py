@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from facelab import __version__
-from facelab.cli import demo_cmd, faces_cmd, video_cmd, workspace_cmd
+from facelab.cli import demo_cmd, faces_cmd, train_cmd, video_cmd, workspace_cmd
 from facelab.cli.common import (
     CONSENT,
     State,
@@ -33,6 +33,7 @@ app.add_typer(workspace_cmd.app, name="workspace")
 app.add_typer(video_cmd.app, name="video")
 faces_cmd.register(app)
 demo_cmd.register(app)
+train_cmd.register(app)
 
 
 def _version(value: bool) -> None:
