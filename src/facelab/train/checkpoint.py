@@ -41,7 +41,7 @@ class _Damaged(Exception):
     """A save that does not verify; carries the reason for the warning."""
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
     if not _NAME_RE.match(name):
         raise FacelabError(f"Model name {name!r} must be letters, digits, '.', '_' or '-'.")
 
@@ -193,7 +193,7 @@ def save(
     `state` (options, iteration, loss history...) must be JSON-safe. The caller decides when
     a backup is due (e.g. every N iterations); only the newest `keep_backups` are kept.
     """
-    _check_name(name)
+    check_name(name)
     folder = Path(folder)
     opt_tensors: dict[str, torch.Tensor] = {}
     skeleton = _split(optimizer.state_dict(), "opt", opt_tensors) if optimizer else None
@@ -305,7 +305,7 @@ def load(
     restore_rng: bool = True,
 ) -> dict[str, Any]:
     """Load into `model` and `optimizer`, restore RNG states, and return the saved `state`."""
-    _check_name(name)
+    check_name(name)
     folder = Path(folder)
     if not exists(folder, name) and not _backups(folder / f"{name}_backups"):
         raise FacelabError(f"There is no model named {name!r} in {folder}.")

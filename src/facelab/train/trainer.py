@@ -166,7 +166,7 @@ def train(
     """Train `opts.model_name` in `ws.model_dir` until the target iteration or `stop`."""
     folder = ws.model_dir
     name = opts.model_name
-    checkpoint._check_name(name)
+    checkpoint.check_name(name)
     if opts.log_every < 1 or opts.preview_every < 0 or opts.backup_every < 0:
         raise FacelabError("log, preview and backup intervals must not be negative.")
     mo, saved = _model_options(folder, opts)
