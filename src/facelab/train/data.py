@@ -11,6 +11,7 @@ src feeding needs dst's yaws and a trainer always steps both sides at once.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,6 +247,9 @@ def make_loader(src: Faceset, dst: Faceset | None, batch_size: int, options: Sam
         PairStream(src, dst, batch_size, options), batch_size=None, num_workers=workers,
         pin_memory=False, persistent_workers=workers > 0, worker_init_fn=_worker_init,
         prefetch_factor=4 if workers > 0 else None,
+        # spawn, not fork: a forked child inherits OpenCV's and the runtimes' thread pools
+        # mid-state and can hang on its first cv2 call (seen in the full test run)
+        multiprocessing_context=mp.get_context("spawn") if workers > 0 else None,
     )
     return _as_float(iter(loader))
 
