@@ -24,8 +24,7 @@ from facelab.errors import FacelabError, PartialResult
 from facelab.fsutil import atomic_path, move_to_trash, timestamp
 from facelab.progress import NULL, Reporter, Task
 from facelab.video.audio import AudioMux, audio_stream
-from facelab.video.extract import ffmpeg_errors
-from facelab.video.frames import DecodeState, decode_video
+from facelab.video.frames import DecodeState, decode_video, ffmpeg_errors
 from facelab.video.probe import VideoInfo, info_of, open_video, reason, stream_start
 from facelab.video.timecode import format_timecode
 

@@ -7,15 +7,10 @@ so a rerun skips finished inputs and completes an interrupted one. For dst it al
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
-
-import av
-import av.logging
 
 from facelab.errors import FacelabError, PartialResult
 from facelab.fsutil import move_to_trash, read_json, write_json
@@ -25,6 +20,7 @@ from facelab.video.frames import (
     FrameFormat,
     ImageWriter,
     decode_video,
+    ffmpeg_errors,
     frame_name,
     subsample,
     to_array,
@@ -185,18 +181,6 @@ def _extract_one(ws: Workspace, side: Side, path: Path, out: Path, rec: dict[str
         data["truncated"] = broke is not None
         write_json(ws.video_json, data)
     return written, broke
-
-
-@contextlib.contextmanager
-def ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
-    """Collect the errors FFmpeg logs while decoding (corrupt packets, concealed frames)."""
-    previous = av.logging.get_level()
-    av.logging.set_level(av.logging.ERROR)
-    try:
-        with av.logging.Capture(local=False) as logs:  # decoder threads log too
-            yield logs
-    finally:
-        av.logging.set_level(previous)
 
 
 def _trash_frames(ws: Workspace, side: Side, frames: list[Path]) -> Path:

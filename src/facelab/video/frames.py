@@ -14,6 +14,7 @@ through one swscale context per thread instead of PyAV's one per frame.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import deque
@@ -26,6 +27,7 @@ from typing import Literal
 
 import av
 import av.error
+import av.logging
 import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
@@ -213,6 +215,18 @@ def to_video_frame(image: np.ndarray, layout: str, pix_fmt: str) -> av.VideoFram
     conversion the encoder would make, done here, e.g. in a reader thread."""
     frame = av.VideoFrame.from_ndarray(image, format=layout)
     return _reformatter().reformat(frame, format=pix_fmt, threads=1)
+
+
+@contextlib.contextmanager
+def ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
+    """Collect the errors FFmpeg logs while decoding (corrupt packets, concealed frames)."""
+    previous = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture(local=False) as logs:  # decoder threads log too
+            yield logs
+    finally:
+        av.logging.set_level(previous)
 
 
 def read_image(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
