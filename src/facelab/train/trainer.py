@@ -49,7 +49,12 @@ class TrainOptions:
     preview_every: int = 100  # 0 = no preview
     log_every: int = 25
     seed: int = 0
-    device: str = "auto"
+    device: str = "auto"  # auto|cpu|cuda[:N]|xpu[:N]|mps
+    precision: str = "auto"  # auto|fp32|bf16|fp16; auto measures which is faster here
+    compile: bool = False  # torch.compile the model (see docs/BENCHMARKS.md for when it pays)
+    pretrain_faces: Path | None = None  # a folder of many people's aligned faces
+    preview_src: str | None = None  # file name in data_src/aligned for the history column
+    preview_dst: str | None = None  # file name in data_dst/aligned for the history column
     workers: int = 2
     lr: float = LR
 

@@ -43,8 +43,9 @@ class ModelOptions:
     learn_mask: bool = True
     multiscale_decoder: bool = False
     conv_aware_init: bool = False
+    lightweight: bool = False  # H64/H128's small-card form (halved dims); recorded for `info`
     # Changeable between runs (read by the trainer, not by the network):
-    remove_gray_border: bool = False
+    remove_gray_border: bool = False  # also train the crop outside the face, weakly
     batch_size: int = 8
     random_flip: bool = True
     src_scale_mod: int = 0
@@ -52,6 +53,10 @@ class ModelOptions:
     face_style_power: float = 0.0
     bg_style_power: float = 0.0
     target_iteration: int = 0  # 0 = unlimited
+    sort_by_yaw: bool = False  # feed src so its yaw histogram follows dst's
+    eyes_mouth_priority: bool = False  # 300·L1 inside the eyes and mouth
+    optimizer_mode: int = 1  # 1 plain; 2 optimizer state in host memory; 3 also recompute
+    preview_history: bool = False  # one PNG per preview in model/NAME_history/
 
     @property
     def arch_base(self) -> str:
@@ -101,6 +106,8 @@ class ModelOptions:
         for name in ("face_style_power", "bg_style_power"):
             if not 0 <= getattr(self, name) <= 100:
                 raise FacelabError(f"{name} must be 0–100, not {getattr(self, name)!r}.")
+        if self.optimizer_mode not in (1, 2, 3):
+            raise FacelabError(f"Optimizer mode must be 1, 2 or 3, not {self.optimizer_mode!r}.")
         if self.target_iteration < 0:
             raise FacelabError("Target iteration must be 0 (unlimited) or more.")
         return self
@@ -153,6 +160,7 @@ FIXED_OPTIONS: frozenset[str] = frozenset(
         "learn_mask",
         "multiscale_decoder",
         "conv_aware_init",
+        "lightweight",
     }
 )
 CHANGEABLE_OPTIONS: frozenset[str] = frozenset(

@@ -88,7 +88,8 @@ def preset(name: str, lightweight: bool = False, **overrides: Any) -> ModelOptio
         if key not in LIGHTWEIGHT:
             raise FacelabError(f"Only {' and '.join(sorted(LIGHTWEIGHT))} have a lightweight form.")
         opts = replace(
-            opts, ae_dims=opts.ae_dims // 2, e_dims=opts.e_dims // 2, d_dims=opts.d_dims // 2
+            opts, ae_dims=opts.ae_dims // 2, e_dims=opts.e_dims // 2, d_dims=opts.d_dims // 2,
+            lightweight=True,
         )
     return replace(opts, **overrides).validate()
 
