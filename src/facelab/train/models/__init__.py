@@ -2,6 +2,9 @@
 
 from facelab.train.models.options import FIXED_OPTIONS, ModelOptions
 from facelab.train.models.presets import PRESETS, build_model, preset
-from facelab.train.models.sae import DF, LIAE
+from facelab.train.models.sae import DF, LIAE, set_recompute
 
-__all__ = ["DF", "FIXED_OPTIONS", "LIAE", "PRESETS", "ModelOptions", "build_model", "preset"]
+__all__ = [
+    "DF", "FIXED_OPTIONS", "LIAE", "PRESETS", "ModelOptions", "build_model", "preset",
+    "set_recompute",
+]

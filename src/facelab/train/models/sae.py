@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from facelab.train.models.blocks import Downscale, Residual, Upscale, pixel_norm
 from facelab.train.models.options import ModelOptions
@@ -16,7 +17,26 @@ from facelab.train.models.options import ModelOptions
 DecoderOut = tuple[Tensor, Tensor | None, dict[int, Tensor]]
 
 
-class Encoder(nn.Module):
+class _Recomputable(nn.Module):
+    """A part whose activations may be recomputed in the backward pass instead of kept
+    (optimizer mode 3: slower, much less memory); off unless `set_recompute` turns it on."""
+
+    recompute = False
+
+    def run(self, module: nn.Module, x: Tensor) -> Tensor:
+        if self.recompute and self.training and torch.is_grad_enabled():
+            return checkpoint(module, x, use_reentrant=False)
+        return module(x)
+
+
+def set_recompute(model: nn.Module, on: bool) -> None:
+    """Turn activation recomputation on or off in every encoder and decoder of `model`."""
+    for m in model.modules():
+        if isinstance(m, _Recomputable):
+            m.recompute = on
+
+
+class Encoder(_Recomputable):
     """Four Downscales (e·{1,2,4,8} channels) to res/16, flattened to one code per image."""
 
     def __init__(self, e_dims: int, use_pixel_norm: bool = False, in_ch: int = 3) -> None:
@@ -30,7 +50,9 @@ class Encoder(nn.Module):
         self.use_pixel_norm = use_pixel_norm
 
     def forward(self, x: Tensor) -> Tensor:
-        code = torch.flatten(self.down(x), 1)
+        for layer in self.down:
+            x = self.run(layer, x)
+        code = torch.flatten(x, 1)
         return pixel_norm(code) if self.use_pixel_norm else code
 
 
@@ -49,7 +71,7 @@ class Inter(nn.Module):
         return self.up(x.view(-1, self.out_ch, self.lowest, self.lowest))
 
 
-class Decoder(nn.Module):
+class Decoder(_Recomputable):
     """3 × (Upscale + Residual) with d·{8,4,2} channels to an RGB image, plus a mask branch.
 
     `double_res` ends in a conv to 4× the channels and a PixelShuffle, so the output has
@@ -95,7 +117,7 @@ class Decoder(nn.Module):
         extras: dict[int, Tensor] = {}
         x = z
         for i, stage in enumerate(self.stages):
-            x = stage(x)
+            x = self.run(stage, x)
             if self.ms_out is not None and i < len(self.ms_out):
                 extras[x.shape[-1]] = torch.sigmoid(self.ms_out[i](x))
         image = torch.sigmoid(self.shuffle(self.out(x)))
