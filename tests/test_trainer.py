@@ -24,6 +24,7 @@ TINY = {"ae_dims": 32, "e_dims": 8, "d_dims": 8, "d_mask_dims": 8, "resolution":
 
 def _opts(name: str, **kw: object) -> TrainOptions:
     base: dict[str, object] = dict(model_name=name, preset="quick96", overrides=dict(TINY),
+                                   precision="fp32",
                                    batch_size=4, workers=0, preview_every=0, log_every=5)
     return TrainOptions(**{**base, **kw})  # type: ignore[arg-type]
 

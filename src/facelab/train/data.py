@@ -40,6 +40,7 @@ class SampleOptions:
     src_scale: float = 0.0  # fraction: shifts src's ±15 % random scale range
     yaw_sorted: bool = False  # feed src so its yaw histogram follows dst's
     mask_blur: bool = False  # blur the hull mask (radius res/32) instead of a hard edge
+    eyes_mouth: bool = False  # also serve the eyes-and-mouth mask (`src_em`, `dst_em`)
     yaw_bins: int = 16
     seed: int = 0
 
@@ -54,7 +55,7 @@ class Sample(NamedTuple):
 
     target: np.ndarray  # 3×H×W float32 BGR
     input: np.ndarray  # 3×H×W float32 BGR
-    mask: np.ndarray  # 1×H×W float32
+    mask: np.ndarray  # 1×H×W float32; 2×H×W with the eyes-and-mouth mask as channel 1
 
 
 class Faceset:
@@ -119,23 +120,28 @@ class Faceset:
         back = np.array([[1 / f, 0, 0.5 / f - 0.5], [0, 1 / f, 0.5 / f - 0.5], [0, 0, 1]])
         return (np.vstack([mat, [0, 0, 1]]) @ back)[:2], (lm + 0.5) * f - 0.5, factor / f
 
-    def render_u8(self, i: int, aug: Augment, mask_blur: bool = False) -> Sample:
+    def render_u8(self, i: int, aug: Augment, mask_blur: bool = False,
+                  eyes_mouth: bool = False) -> Sample:
         """Face i under a given augmentation, as uint8 CHW (what workers pass along)."""
         image, mat, lm = self._load(i)
-        target, warped, mask = render(image, mat, lm, self.resolution, aug, mask_blur)
+        target, warped, mask = render(image, mat, lm, self.resolution, aug, mask_blur,
+                                      eyes_mouth)
         chw = lambda a: np.ascontiguousarray(a.transpose(2, 0, 1))  # noqa: E731
-        return Sample(chw(target), chw(warped), mask[None])
+        return Sample(chw(target), chw(warped), chw(mask) if mask.ndim == 3 else mask[None])
 
-    def render(self, i: int, aug: Augment, mask_blur: bool = False) -> Sample:
+    def render(self, i: int, aug: Augment, mask_blur: bool = False,
+               eyes_mouth: bool = False) -> Sample:
         """Face i under a given augmentation, float32 in [0, 1] (for tests and previews)."""
-        return Sample(*(a.astype(np.float32) / 255 for a in self.render_u8(i, aug, mask_blur)))
+        u8 = self.render_u8(i, aug, mask_blur, eyes_mouth)
+        return Sample(*(a.astype(np.float32) / 255 for a in u8))
 
     def sample(self, i: int, rng: np.random.Generator, options: SampleOptions,
                scale_shift: float = 0.0, as_uint8: bool = False) -> Sample:
         """Face i under a fresh random augmentation drawn from `rng`."""
         aug = draw_augment(rng, warp=options.random_warp, flip=options.random_flip,
                            scale_shift=scale_shift)
-        return (self.render_u8 if as_uint8 else self.render)(i, aug, options.mask_blur)
+        return (self.render_u8 if as_uint8 else self.render)(i, aug, options.mask_blur,
+                                                              options.eyes_mouth)
 
 
 class YawMatcher:
@@ -189,9 +195,15 @@ class PairStream(IterableDataset):
         self.src, self.dst, self.batch_size, self.options = src, dst, batch_size, options
 
     def _side(self, faces: Faceset, idx: list[int], rng: np.random.Generator,
-              scale: float) -> list[np.ndarray]:
+              scale: float, side: str) -> tuple[list[np.ndarray], list[str]]:
         samples = [faces.sample(i, rng, self.options, scale, as_uint8=True) for i in idx]
-        return [np.stack([s[k] for s in samples]) for k in (1, 0, 2)]  # input, target, mask
+        inputs, targets, masks = (np.stack([s[k] for s in samples]) for k in (1, 0, 2))
+        arrays = [inputs, targets, np.ascontiguousarray(masks[:, :1])]
+        names = [side, f"{side}_target", f"{side}_mask"]
+        if masks.shape[1] > 1:
+            arrays.append(np.ascontiguousarray(masks[:, 1:]))
+            names.append(f"{side}_em")
+        return arrays, names
 
     def _pack(self, arrays: list[np.ndarray], names: list[str]) -> dict[str, torch.Tensor]:
         """uint8 views of one storage: a worker hands over one small shared-memory block per
@@ -214,11 +226,10 @@ class PairStream(IterableDataset):
                if o.yaw_sorted and self.dst else None)
         while True:
             idx = [yaw.draw(rng) for _ in range(n)] if yaw else src_order.take(n)
-            arrays = self._side(self.src, idx, rng, o.src_scale)
-            names = ["src", "src_target", "src_mask"]
+            arrays, names = self._side(self.src, idx, rng, o.src_scale, "src")
             if self.dst and dst_order:
-                arrays += self._side(self.dst, dst_order.take(n), rng, 0.0)
-                names += ["dst", "dst_target", "dst_mask"]
+                more, more_names = self._side(self.dst, dst_order.take(n), rng, 0.0, "dst")
+                arrays, names = arrays + more, names + more_names
             batch = self._pack(arrays, names)
             yield batch
 
@@ -232,7 +243,8 @@ def _worker_init(_: int) -> None:
 def make_loader(src: Faceset, dst: Faceset | None, batch_size: int, options: SampleOptions,
                 workers: int = 2) -> Iterator[dict[str, torch.Tensor]]:
     """An endless iterator of batches: dict(src, src_target, src_mask[, dst, dst_target,
-    dst_mask]), float32 BGR CHW in [0, 1]. Same seed and worker count → same batches.
+    dst_mask]) (plus src_em/dst_em with `eyes_mouth`), float32 BGR CHW in [0, 1]. Same
+    seed and worker count → same batches.
 
     Workers build whole batches (no per-sample collation) and prefetch a few each, so a
     training step rarely waits; workers=0 builds them in the caller's process.

@@ -23,10 +23,17 @@ ROWS = 5
 PLOT_HEIGHT = 96  # pixels under the grid for the loss history
 
 
-def fixed_faces(faces: Faceset, count: int) -> torch.Tensor:
-    """`count` evenly spaced faces of a set, unaugmented, as N×3×H×W float in [0, 1]."""
-    idx = np.linspace(0, len(faces) - 1, min(count, len(faces))).round().astype(int)
-    return torch.from_numpy(np.stack([faces.render(int(i), Augment()).target for i in idx]))
+def fixed_faces(faces: Faceset, count: int, first: str | None = None) -> torch.Tensor:
+    """`count` evenly spaced faces of a set, unaugmented, as N×3×H×W float in [0, 1];
+    `first` (a file name in the set) is put in column 0, the one the history follows."""
+    idx = [int(i) for i in np.linspace(0, len(faces) - 1, min(count, len(faces))).round()]
+    if first is not None:
+        names = [p.name for p in faces.paths]
+        if first not in names:
+            raise FacelabError(f"There is no face {first!r} in {faces.name} to preview.")
+        chosen = names.index(first)
+        idx = [chosen, *[i for i in idx if i != chosen][: len(idx) - 1]]
+    return torch.from_numpy(np.stack([faces.render(i, Augment()).target for i in idx]))
 
 
 def grid_size(resolution: int, columns: int) -> tuple[int, int]:
@@ -70,6 +77,21 @@ def loss_plot(history: list[list[float]], width: int, height: int = PLOT_HEIGHT)
     rgba = np.asarray(canvas.buffer_rgba())
     bgr = cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGR)
     return cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def write_history(folder: Path, iteration: int, model: nn.Module, src: torch.Tensor,
+                  dst: torch.Tensor) -> Path:
+    """`folder/<iteration>.png`: the first preview column (src, src→src, dst, dst→dst,
+    dst→src) side by side, so a user can flip through how that one face improved."""
+    grid = render_grid(model, src[:1], dst[:1])
+    res = grid.shape[1]
+    row = np.hstack([grid[r * res:(r + 1) * res] for r in range(ROWS)])
+    path = folder / f"{iteration:07d}.png"
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), row):
+            raise FacelabError(f"Cannot write the preview history image {path}.")
+    return path
 
 
 def write_preview(

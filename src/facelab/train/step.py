@@ -10,7 +10,6 @@ recomputation in the encoder and decoders.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facelab.errors import FacelabError
+from facelab.train.device import autocast, needs_grad_scaler
 from facelab.train.losses import (
     background_style_loss,
     face_style_loss,
@@ -30,7 +30,7 @@ from facelab.train.losses import (
 from facelab.train.models import ModelOptions, set_recompute
 
 LR, BETAS = 5e-5, (0.5, 0.999)
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("fp32", "bf16", "fp16")
 GRAY_BORDER_WEIGHT = 2.0  # MSE over the whole crop, so the border learns dst's pixels
 
 
@@ -121,7 +121,7 @@ class TrainStep:
     def __init__(self, model: nn.Module, mo: ModelOptions, device: torch.device,
                  precision: str = "fp32", optimizer_mode: int | None = None,
                  lr: float = LR, forward: nn.Module | None = None) -> None:
-        if precision not in DTYPES:
+        if precision not in PRECISIONS:
             raise FacelabError(f"Precision must be fp32, bf16 or fp16, not {precision!r}.")
         mode = mo.optimizer_mode if optimizer_mode is None else optimizer_mode
         if mode >= 2 and precision == "fp16":
@@ -129,7 +129,7 @@ class TrainStep:
                                "not fp16.")
         self.model, self.mo, self.device = model, mo, device
         self.forward_model = forward or model  # e.g. torch.compile(model)
-        self.precision, self.dtype = precision, DTYPES[precision]
+        self.precision = precision
         set_recompute(model, mode == 3)
         self.optimizer: Any
         if mode >= 2 and device.type != "cpu":
@@ -137,17 +137,12 @@ class TrainStep:
         else:
             self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=BETAS)
         self.scaler = (torch.amp.GradScaler(device.type)
-                       if precision == "fp16" and device.type == "cuda" else None)
-
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+                       if needs_grad_scaler(device, precision) else None)
 
     def forward_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(src, dst) losses with the graph kept, for `backward` (or a FLOP counter)."""
         mo = self.mo
-        with self.autocast():
+        with autocast(self.device, self.precision):
             out = self.forward_model(batch["src"], batch["dst"])
             src = side_loss(out, batch, "src", mo)
             dst = side_loss(out, batch, "dst", mo)

@@ -1,8 +1,13 @@
 """The training loop: build or resume a model, step it on src/dst batches, save safely.
 
-The library never touches signals: a caller (the CLI) sets `stop` on Ctrl-C or SIGTERM and
-the loop saves and returns at the end of the current iteration. The optimizer is Adam with
-lr 5e-5 and betas (0.5, 0.999), the settings of DeepFaceLab's Keras-era models.
+The library never touches signals or prompts: a caller (the CLI) sets `stop` on Ctrl-C or
+SIGTERM and the loop saves and returns at the end of the current iteration. One step
+(losses, precision, optimizer) lives in step.py; where and in which precision in device.py.
+
+Pretraining (`pretrain_faces`) trains both sides on one folder of many people's faces, with
+the seed's forced settings (no warp, flips, no style, uniform yaw). The first run without it
+starts the pair from iteration 0 with fresh inter layers and optimizer, keeping the encoder
+and decoders, as the seed does; the pretrained save is kept as a backup.
 """
 
 from __future__ import annotations
@@ -16,18 +21,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from facelab.errors import FacelabError
 from facelab.progress import Reporter
 from facelab.train import checkpoint
 from facelab.train.data import Faceset, SampleOptions, make_loader
-from facelab.train.losses import image_loss, mask_loss
+from facelab.train.device import (
+    choose_precision,
+    describe,
+    is_out_of_memory,
+    out_of_memory_message,
+    resolve_device,
+)
 from facelab.train.models import FIXED_OPTIONS, ModelOptions, build_model, preset
-from facelab.train.preview import fixed_faces, write_preview
+from facelab.train.preview import fixed_faces, write_history, write_preview
+from facelab.train.step import LR, TrainStep
 from facelab.workspace import Workspace
 
 DEFAULT_PRESET = "quick96"  # a new model without --preset: DFL's cheapest full-face model
-LR, BETAS = 5e-5, (0.5, 0.999)
 HISTORY_LIMIT = 2000  # logged loss points kept in the save (for the plot and `model info`)
 PREVIEW_FACES = 4
 
@@ -73,24 +85,7 @@ class TrainReport:
     ms_per_iter: float
     losses: list[tuple[float, float]] = field(default_factory=list)
     preview: Path | None = None
-
-
-def resolve_device(spec: str) -> torch.device:
-    """auto → cuda if available else cpu; cuda[:N] must exist."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec == "cuda" or spec.startswith("cuda:"):
-        index = spec.partition(":")[2]
-        if not torch.cuda.is_available():
-            raise FacelabError(f"Device {spec!r} asked for, but no CUDA GPU is available.")
-        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-            raise FacelabError(
-                f"Device {spec!r} does not exist ({torch.cuda.device_count()} CUDA GPU(s))."
-            )
-        return torch.device(spec)
-    raise FacelabError(f"Device must be auto, cpu, cuda or cuda:N, not {spec!r}.")
+    precision: str = "fp32"
 
 
 def fixed_of(opts: ModelOptions) -> dict[str, Any]:
@@ -146,19 +141,27 @@ def _model_options(
     return mo.override(**changes), saved
 
 
-def _loss(
-    out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], mo: ModelOptions
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(src, dst) losses: masked image loss, plus the mask loss when the model learns masks."""
-    pixel = "mse" if mo.pixel_loss else None
-    side_losses = []
-    for side in ("src", "dst"):
-        pred, target, mask = out[f"{side}_{side}"], batch[f"{side}_target"], batch[f"{side}_mask"]
-        loss = image_loss(pred, target, mask, pixel).mean()
-        if mo.learn_mask:
-            loss = loss + mask_loss(out[f"{side}_{side}_mask"], mask).mean()
-        side_losses.append(loss)
-    return side_losses[0], side_losses[1]
+def _reinit_inter(model: nn.Module) -> None:
+    """Fresh inter layers (leaving pretrain): they hold what is specific to one pair."""
+    for name, module in model.named_modules():
+        if name.startswith("inter") and hasattr(module, "reset_parameters"):
+            module.reset_parameters()  # type: ignore[operator]
+
+
+def _eta(seconds: float) -> str:
+    s = int(max(0.0, seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _facesets(ws: Workspace, mo: ModelOptions, opts: TrainOptions) -> tuple[Faceset, Faceset]:
+    if opts.pretrain_faces is not None:
+        folder = Path(opts.pretrain_faces)
+        if not folder.is_dir():
+            raise FacelabError(f"The pretrain faces folder {folder} does not exist.")
+        faces = Faceset(folder, mo.resolution, mo.face_type)
+        return faces, faces
+    return (Faceset(ws.aligned_dir("src"), mo.resolution, mo.face_type),
+            Faceset(ws.aligned_dir("dst"), mo.resolution, mo.face_type))
 
 
 def train(
@@ -175,21 +178,35 @@ def train(
     if opts.log_every < 1 or opts.preview_every < 0 or opts.backup_every < 0:
         raise FacelabError("log, preview and backup intervals must not be negative.")
     mo, saved = _model_options(folder, opts)
+    pretrain = opts.pretrain_faces is not None
+    if pretrain:  # the seed's forced settings while pretraining
+        mo = mo.override(face_style_power=0.0, bg_style_power=0.0, sort_by_yaw=False,
+                         random_flip=True)
     device = resolve_device(opts.device)
-    src_faces = Faceset(ws.aligned_dir("src"), mo.resolution, mo.face_type)
-    dst_faces = Faceset(ws.aligned_dir("dst"), mo.resolution, mo.face_type)
+    precision, why = choose_precision(opts.precision, device)
+    src_faces, dst_faces = _facesets(ws, mo, opts)
 
     torch.manual_seed(opts.seed)
     model = build_model(mo).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr, betas=BETAS)
+    forward = torch.compile(model) if opts.compile else model
+    step = TrainStep(model, mo, device, precision, lr=opts.lr, forward=forward)  # type: ignore[arg-type]
     state: dict[str, Any] = {"iteration": 0, "history": []}
     if saved is not None:
         state = checkpoint.load(
-            folder, name, model, optimizer, expected_arch=mo.arch, fixed_options=fixed_of(mo),
-            warn=reporter.warn,
+            folder, name, model, step.optimizer, expected_arch=mo.arch,
+            fixed_options=fixed_of(mo), warn=reporter.warn,
         )
-        for group in optimizer.param_groups:
-            group["lr"] = opts.lr
+        step.set_lr(opts.lr)
+    if state.get("pretrain") and not pretrain:
+        done = int(state.get("iteration", 0))
+        checkpoint.save(folder, name, model, step.optimizer, state, arch=mo.arch,
+                        fixed_options=fixed_of(mo), keep_backups=max(1, opts.keep_backups),
+                        backup=True)
+        _reinit_inter(model)
+        step = TrainStep(model, mo, device, precision, lr=opts.lr, forward=forward)  # type: ignore[arg-type]
+        state = {"iteration": 0, "history": []}
+        reporter.info(f"Leaving pretraining after {done} iterations (kept as a backup): "
+                      "training the pair from iteration 0 with fresh inter layers.")
     start = it = int(state.get("iteration", 0))
     history: list[list[float]] = list(state.get("history", []))
     if mo.target_iteration and it >= mo.target_iteration:
@@ -199,27 +216,39 @@ def train(
         )
 
     sample_opts = SampleOptions(
-        random_flip=mo.random_flip, src_scale=mo.src_scale_mod / 100, seed=opts.seed + it
+        random_warp=not pretrain, random_flip=mo.random_flip,
+        src_scale=0.0 if pretrain else mo.src_scale_mod / 100,
+        yaw_sorted=mo.sort_by_yaw, eyes_mouth=mo.eyes_mouth_priority, seed=opts.seed + it,
     )
     batches = make_loader(src_faces, dst_faces, mo.batch_size, sample_opts, opts.workers)
-    preview_src = fixed_faces(src_faces, PREVIEW_FACES)
-    preview_dst = fixed_faces(dst_faces, len(preview_src))
+    preview_src = fixed_faces(src_faces, PREVIEW_FACES, None if pretrain else opts.preview_src)
+    preview_dst = fixed_faces(dst_faces, len(preview_src),
+                              None if pretrain else opts.preview_dst)
     preview_path = folder / f"{name}_preview.png"
+    history_dir = folder / f"{name}_history"
     wrote_preview = False
 
     saved_at = [-1]
 
     def save(backup: bool) -> None:
         saved_at[0] = it
-        doc = {"iteration": it, "options": asdict(mo), "history": history[-HISTORY_LIMIT:]}
+        doc = {"iteration": it, "options": asdict(mo), "history": history[-HISTORY_LIMIT:],
+               "pretrain": pretrain}
         checkpoint.save(
-            folder, name, model, optimizer, doc, arch=mo.arch, fixed_options=fixed_of(mo),
+            folder, name, model, step.optimizer, doc, arch=mo.arch, fixed_options=fixed_of(mo),
             keep_backups=opts.keep_backups, backup=backup,
         )
 
+    def preview() -> None:
+        write_preview(preview_path, model, preview_src, preview_dst, history)
+        if mo.preview_history:
+            write_history(history_dir, it, model, preview_src, preview_dst)
+
     reporter.info(
-        f"{'Resuming' if saved else 'Creating'} model {name!r} ({mo.preset}, {mo.arch}, "
-        f"resolution {mo.resolution}) at iteration {it} on {device}, batch {mo.batch_size}."
+        f"{'Resuming' if start else 'Creating'} model {name!r} ({mo.preset}, {mo.arch}, "
+        f"resolution {mo.resolution}) at iteration {it} on {describe(device)}, batch "
+        f"{mo.batch_size}, {precision} ({why})"
+        f"{', pretraining on ' + src_faces.name if pretrain else ''}."
     )
     losses: list[tuple[float, float]] = []
     model.train()
@@ -232,13 +261,14 @@ def train(
                 stopped = True
                 break
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-            out = model(batch["src"], batch["dst"])
-            src_loss, dst_loss = _loss(out, batch, mo)
-            optimizer.zero_grad(set_to_none=True)
-            (src_loss + dst_loss).backward()
-            optimizer.step()
+            try:
+                losses.append(step(batch))
+            except (RuntimeError, MemoryError) as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                raise FacelabError(out_of_memory_message(
+                    mo.batch_size, mo.resolution, mo.ae_dims, device)) from None
             it += 1
-            losses.append((src_loss.item(), dst_loss.item()))
             if it % opts.log_every == 0:
                 now = time.monotonic()
                 ms = (now - t_log) * 1000 / (it - logged_at)
@@ -247,11 +277,13 @@ def train(
                 s = sum(v[0] for v in recent) / len(recent)
                 d = sum(v[1] for v in recent) / len(recent)
                 history.append([it, round(s, 5), round(d, 5)])
-                reporter.info(f"[{it:07d}] {ms:6.0f} ms/iter  src {s:.4f}  dst {d:.4f}")
+                eta = (f"  ETA {_eta((mo.target_iteration - it) * ms / 1000)}"
+                       if mo.target_iteration else "")
+                reporter.info(f"[{it:07d}] {ms:6.0f} ms/iter  src {s:.4f}  dst {d:.4f}{eta}")
                 if on_log is not None:
                     on_log(it, ms, s, d)
             if opts.preview_every and it % opts.preview_every == 0:
-                write_preview(preview_path, model, preview_src, preview_dst, history)
+                preview()
                 wrote_preview = True
             backup = bool(opts.backup_every) and it % opts.backup_every == 0
             if backup or time.monotonic() - last_save >= opts.autosave_minutes * 60:
@@ -265,11 +297,11 @@ def train(
     if it > start and saved_at[0] != it:
         save(bool(opts.backup_every) and it % opts.backup_every == 0)
     if it > start and opts.preview_every and it % opts.preview_every:  # not drawn at `it` yet
-        write_preview(preview_path, model, preview_src, preview_dst, history)
+        preview()
         wrote_preview = True
     return TrainReport(
         model_name=name, options=mo, start_iteration=start, iteration=it,
         resumed=saved is not None, stopped=stopped, device=str(device),
         ms_per_iter=elapsed * 1000 / max(1, it - start), losses=losses,
-        preview=preview_path if wrote_preview else None,
+        preview=preview_path if wrote_preview else None, precision=precision,
     )

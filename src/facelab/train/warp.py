@@ -75,13 +75,30 @@ def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     return a[:2]
 
 
+EYES_MOUTH = ((36, 42), (42, 48), (48, 60))  # 68-point ranges: each eye, the outer lips
+
+
+def eyes_mouth_mask(points: np.ndarray, res: int) -> np.ndarray:
+    """The eyes and mouth as a soft uint8 res×res mask: each part's hull grown by res/32 and
+    blurred, the region the seed's eyes-and-mouth priority weights."""
+    mask = np.zeros((res, res), np.uint8)
+    for a, b in EYES_MOUTH:
+        hull = cv2.convexHull(np.round(points[a:b] * 16).astype(np.int32))
+        cv2.fillConvexPoly(mask, hull, 255, lineType=cv2.LINE_AA, shift=4)
+    grow = max(1, res // 32)
+    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
+    return cv2.GaussianBlur(mask, (2 * grow + 1,) * 2, 0)
+
+
 def render(face: np.ndarray, face_to_crop: np.ndarray, landmarks: np.ndarray, res: int,
-           aug: Augment, mask_blur: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           aug: Augment, mask_blur: bool = False,
+           eyes_mouth: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(target, input, mask) as HxW(x3) uint8 from a stored face image (uint8: a quarter
     of float32's bytes to pass between processes).
 
     Each is sampled straight from `face` in one interpolation (no resampling twice), the
-    input through the warp grid; the mask is the hull of the jittered landmarks.
+    input through the warp grid; the mask is the hull of the jittered landmarks, with the
+    eyes-and-mouth mask as a second channel (H×W×2) when `eyes_mouth`.
     """
     mat = compose(jitter_matrix(aug, res), face_to_crop)
     target = cv2.warpAffine(face, mat, (res, res), flags=cv2.INTER_CUBIC,
@@ -101,6 +118,8 @@ def render(face: np.ndarray, face_to_crop: np.ndarray, landmarks: np.ndarray, re
     if mask_blur:  # DFL blurs the target mask with radius res/32
         k = max(1, res // 32) * 2 + 1
         mask = cv2.GaussianBlur(mask, (k, k), 0)
+    if eyes_mouth:
+        mask = np.dstack([mask, eyes_mouth_mask(pts, res)])
     return target, warped, mask
 
 
