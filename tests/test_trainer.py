@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from facelab.errors import FacelabError
@@ -15,7 +21,7 @@ from facelab.train import checkpoint
 from facelab.train.preview import grid_size
 from facelab.train.trainer import TrainOptions, train
 from facelab.workspace import Workspace
-from tests.conftest import assert_one_line_error, run_facelab
+from tests.conftest import Result, assert_one_line_error, copy_workspace, run_facelab
 
 pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 (installed by `make test`)")
 
@@ -30,18 +36,9 @@ def _opts(name: str, **kw: object) -> TrainOptions:
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory) -> Workspace:
-    """24 faces of GRID speaker B as src and 24 of speaker A as dst, via the real CLI."""
-    from tests.conftest import data_file, put_video
-
-    root = tmp_path_factory.mktemp("trainer") / "ws"
-    root.mkdir()
-    for side, clip in (("src", "grid/speaker_b.mpg"), ("dst", "grid/speaker_a_1.mpg")):
-        put_video(root, side, data_file(clip))
-        assert run_facelab("-w", root, "video", "extract", side, "--fps", "8").rc == 0
-        res = run_facelab("-w", root, "extract", side, "--no-debug")
-        assert res.rc == 0, res.err
-    return Workspace(root)
+def ws(tmp_path_factory, aligned_faces: Path) -> Workspace:
+    """24 faces of GRID speaker B as src and 24 of speaker A as dst (conftest's, copied)."""
+    return Workspace(copy_workspace(aligned_faces, tmp_path_factory.mktemp("trainer") / "ws"))
 
 
 def test_loss_falls_run_stops_at_target_and_previews(ws: Workspace):
@@ -97,3 +94,148 @@ def test_cli_empty_faceset_is_one_line(tmp_path: Path):
     assert_one_line_error(res, "no faces")
     res = run_facelab("-w", tmp_path / "ws", "train", "--model-name", "x", "--device", "tpu")
     assert_one_line_error(res, "device")
+
+
+def test_every_seed_option_trains_and_writes_history(ws: Workspace):
+    """Multiscale decoder, eyes-and-mouth priority, both style powers, gray border,
+    yaw-sorted src, optimizer mode 3, bf16, preview history on a chosen face."""
+    src_face = sorted(p.name for p in ws.aligned_dir("src").glob("*.jpg"))[3]
+    overrides = dict(TINY, multiscale_decoder=True, eyes_mouth_priority=True,
+                     face_style_power=10.0, bg_style_power=10.0, remove_gray_border=True,
+                     sort_by_yaw=True, optimizer_mode=3, preview_history=True,
+                     src_scale_mod=-10, arch="liae-ud")
+    rep = train(ws, _opts("all", preset="sae", overrides=overrides, target_iteration=6,
+                          preview_every=3, precision="bf16", preview_src=src_face),
+                NullReporter())
+    assert rep.precision == "bf16" and rep.iteration == 6
+    assert all(math.isfinite(s) and math.isfinite(d) for s, d in rep.losses)
+    history = sorted((ws.model_dir / "all_history").glob("*.png"))
+    assert [p.name for p in history] == ["0000003.png", "0000006.png"]
+    row = cv2.imread(str(history[0]))
+    assert row.shape == (64, 5 * 64, 3)
+    # column 0 of the history is the chosen src face, unaugmented
+    from facelab.train.data import Faceset
+    from facelab.train.warp import Augment
+
+    faces = Faceset(ws.aligned_dir("src"), 64, "full")
+    chosen = faces.render([p.name for p in faces.paths].index(src_face), Augment()).target
+    tile = row[:, :64].astype(np.float32) / 255
+    assert np.abs(tile - chosen.transpose(1, 2, 0)).max() < 1 / 255 + 1e-6
+    with pytest.raises(FacelabError, match=r"no face 'nope\.jpg'"):
+        train(ws, _opts("other", preview_src="nope.jpg", target_iteration=1), NullReporter())
+
+
+def test_more_losses_cost_more_than_plain(ws: Workspace):
+    """Each optional term adds to the loss on the same batch (so each is really wired)."""
+    import torch
+
+    from facelab.train.data import Faceset, SampleOptions, make_loader
+    from facelab.train.models import build_model, preset
+    from facelab.train.step import TrainStep
+
+    base = preset("sae", **TINY, batch_size=2, multiscale_decoder=True)
+    src = Faceset(ws.aligned_dir("src"), 64, "full")
+    dst = Faceset(ws.aligned_dir("dst"), 64, "full")
+    batch = next(make_loader(src, dst, 2, SampleOptions(eyes_mouth=True), workers=0))
+    torch.manual_seed(0)
+    model = build_model(base)
+    plain = TrainStep(model, base, torch.device("cpu")).forward_losses(batch)
+    for extra in ({"eyes_mouth_priority": True}, {"remove_gray_border": True},
+                  {"face_style_power": 50.0}, {"bg_style_power": 50.0}):
+        mo = base.override(**extra)
+        more = TrainStep(model, mo, torch.device("cpu")).forward_losses(batch)
+        side = 1 if "eyes_mouth_priority" in extra or "remove_gray_border" in extra else 0
+        assert more[side] > plain[side], extra
+    assert batch["src_em"].shape == (2, 1, 64, 64) and 0 < batch["src_em"].mean() < 0.3
+
+
+def test_pretrain_then_pair_restarts_with_fresh_inter(ws: Workspace, tmp_path: Path):
+    import shutil
+
+    import torch
+
+    pool = tmp_path / "pretrain"
+    pool.mkdir()
+    for side in ("src", "dst"):  # two people stand in for "many"
+        for p in list(ws.aligned_dir(side).glob("*.jpg"))[:8]:
+            shutil.copyfile(p, pool / f"{side}_{p.name}")
+    rep = train(ws, _opts("pre", pretrain_faces=pool, target_iteration=4), NullReporter())
+    assert rep.iteration == 4
+    before = _weights(ws, "pre")
+    logs: list[str] = []
+
+    class Log(NullReporter):
+        def info(self, message: str) -> None:
+            logs.append(message)
+
+    rep = train(ws, _opts("pre", preset=None, overrides={}, target_iteration=2), Log())
+    assert (rep.start_iteration, rep.iteration) == (0, 2)
+    assert any("Leaving pretraining after 4" in m for m in logs)
+    assert (ws.model_dir / "pre_backups" / "4").is_dir()  # the pretrained save is kept
+    after = _weights(ws, "pre")
+    # the encoder went on from the pretrained weights (2 small steps), the inter restarted
+    enc = [k for k in before if k.startswith("encoder.")]
+    drift = max((after[k] - before[k]).abs().max().item() for k in enc)
+    assert drift < 0.05
+    inter = [k for k in before if k.startswith("inter.") and k.endswith("weight")]
+    assert min((after[k] - before[k]).abs().max().item() for k in inter) > 0.05
+    assert torch.is_tensor(after[enc[0]])
+
+
+def _weights(ws: Workspace, name: str) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(ws.model_dir / f"{name}_weights.safetensors")
+
+
+def test_autosave_during_the_run(ws: Workspace):
+    seen: list[int] = []
+
+    def check(it: int, *_: float) -> None:
+        doc = json.loads((ws.model_dir / "auto_state.json").read_text())
+        seen.append(doc["state"]["iteration"])
+
+    train(ws, _opts("auto", target_iteration=10, autosave_minutes=1e-6), NullReporter(),
+          on_log=check)
+    assert seen == [4, 9]  # on_log runs before its own iteration's save
+
+
+def test_cli_ctrl_c_saves_and_resumes(ws: Workspace):
+    args = [sys.executable, "-m", "facelab", "-w", str(ws.root), "train", "--model-name",
+            "sig", "--preset", "sae", "--resolution", "64", "--ae-dims", "32", "--e-dims", "8",
+            "--d-dims", "8", "--d-mask-dims", "8", "--batch-size", "2", "--preview-every",
+            "0", "--precision", "fp32", "--device", "cpu"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"})
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "ms/iter" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, "".join(lines) + err
+    doc = json.loads((ws.model_dir / "sig_state.json").read_text())
+    it = doc["state"]["iteration"]
+    assert it >= 25 and f"stopped at iteration {it}" in out, out
+    res = run_facelab("-w", ws.root, "train", "--model-name", "sig", "--target-iteration",
+                      str(it + 2), "--preview-every", "0", "--device", "cpu")
+    assert res.rc == 0 and f"reached its target at iteration {it + 2}" in res.out, res
+
+
+def test_out_of_memory_is_one_line(ws: Workspace):
+    """A real allocation failure under an address-space limit: one line naming the batch."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+    args = [sys.executable, "-m", "facelab", "-w", str(ws.root), "train", "--model-name",
+            "huge", "--preset", "sae", "--resolution", "256", "--e-dims", "256",
+            "--ae-dims", "2048", "--batch-size", "4", "--precision", "fp32", "--device", "cpu"]
+    proc = subprocess.run(args, capture_output=True, text=True, preexec_fn=limit, timeout=300,
+                          env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"})
+    res = Result(proc.returncode, proc.stdout, proc.stderr)
+    assert_one_line_error(res, "Out of memory", "--batch-size to 2", "last save is kept")
+    assert not checkpoint.exists(ws.model_dir, "huge")

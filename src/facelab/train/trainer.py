@@ -171,7 +171,29 @@ def train(
     stop: threading.Event | None = None,
     on_log: LogFn | None = None,
 ) -> TrainReport:
-    """Train `opts.model_name` in `ws.model_dir` until the target iteration or `stop`."""
+    """Train `opts.model_name` in `ws.model_dir` until the target iteration or `stop`.
+
+    Running out of memory anywhere (building, loading, stepping) becomes one FacelabError
+    line naming what to reduce; the last save is untouched.
+    """
+    try:
+        return _train(ws, opts, reporter, stop, on_log)
+    except (RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        mo, _ = _model_options(ws.model_dir, opts)
+        device = resolve_device(opts.device)
+        raise FacelabError(out_of_memory_message(
+            mo.batch_size, mo.resolution, mo.ae_dims, device)) from None
+
+
+def _train(
+    ws: Workspace,
+    opts: TrainOptions,
+    reporter: Reporter,
+    stop: threading.Event | None,
+    on_log: LogFn | None,
+) -> TrainReport:
     folder = ws.model_dir
     name = opts.model_name
     checkpoint.check_name(name)
@@ -261,13 +283,7 @@ def train(
                 stopped = True
                 break
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-            try:
-                losses.append(step(batch))
-            except (RuntimeError, MemoryError) as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                raise FacelabError(out_of_memory_message(
-                    mo.batch_size, mo.resolution, mo.ae_dims, device)) from None
+            losses.append(step(batch))
             it += 1
             if it % opts.log_every == 0:
                 now = time.monotonic()
