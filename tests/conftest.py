@@ -75,6 +75,29 @@ def put_video(ws: Path, side: str, source: Path) -> Path:
     return dest
 
 
+@pytest.fixture(scope="session")
+def aligned_faces(tmp_path_factory) -> Path:
+    """A workspace with GRID speaker B's faces as src and speaker A's as dst (8 fps, about 24
+    each), extracted once per session by the real CLI. Copy it (`copy_workspace`) before
+    training in it, so test modules do not see each other's models."""
+    pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 (installed by `make test`)")
+    root = tmp_path_factory.mktemp("aligned") / "ws"
+    root.mkdir()
+    for side, clip in (("src", "grid/speaker_b.mpg"), ("dst", "grid/speaker_a_1.mpg")):
+        put_video(root, side, data_file(clip))
+        res = run_facelab("-w", root, "video", "extract", side, "--fps", "8")
+        assert res.rc == 0, res.err
+        res = run_facelab("-w", root, "extract", side, "--no-debug")
+        assert res.rc == 0, res.err
+    return root
+
+
+def copy_workspace(src: Path, dest: Path) -> Path:
+    """A private copy of a prepared workspace."""
+    shutil.copytree(src, dest)
+    return dest
+
+
 def assert_one_line_error(res: Result, *words: str) -> None:
     """A user error: non-zero exit, exactly one line on stderr, no traceback."""
     assert res.rc != 0, res

@@ -32,6 +32,7 @@ from facelab.errors import FacelabError
 
 FORMAT = "facelab-checkpoint-1"
 FILES = ("weights.safetensors", "optimizer.safetensors", "state.json")
+KEEP_MARK = ".keep"  # in a backup folder: made on request, never pruned by `keep_backups`
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 Warn = Callable[[str], None]
@@ -226,10 +227,13 @@ def _write_backup(
     _commit(tmp, name, blobs, iteration)
     final = root / str(iteration)
     if final.exists():
+        if (final / KEEP_MARK).exists():  # a backup the user asked for stays one
+            (tmp / KEEP_MARK).touch()
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(root)
-    for old in _backups(root)[keep:] if keep > 0 else []:
+    periodic = [p for p in _backups(root) if not (p / KEEP_MARK).exists()]
+    for old in periodic[keep:] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
 
 
