@@ -151,3 +151,23 @@ def test_errors(faces: Faceset, tmp_path: Path):
         Faceset(empty, RES, "full")
     with pytest.raises(FacelabError, match="scale"):
         SampleOptions(src_scale=0.5)
+
+
+def test_batches_depend_on_index_only(faces: Faceset):
+    """Worker count and start do not change batch i: the basis of an exact resume."""
+    two, none = _batches(faces, 2, 5, 4), _batches(faces, 0, 5, 4)
+    late = make_loader(faces, faces, 4, SampleOptions(seed=5), workers=2, start=2)
+    later = [next(late) for _ in range(2)]
+    for x, y in zip(two, none, strict=True):
+        assert all(np.array_equal(x[k].numpy(), y[k].numpy()) for k in x)
+    for x, y in zip(two[2:], later, strict=True):
+        assert all(np.array_equal(x[k].numpy(), y[k].numpy()) for k in x)
+
+
+def test_every_face_once_per_epoch():
+    from facelab.train.data import _Epochs
+
+    order = _Epochs(10, seed=3, side=0)
+    first, second = order.take(0, 10), order.take(10, 10)
+    assert sorted(first) == sorted(second) == list(range(10)) and first != second
+    assert order.take(7, 6) == first[7:] + second[:3]

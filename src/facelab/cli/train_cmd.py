@@ -145,7 +145,7 @@ def train_cmd(
         given = _ask(st.ws.model_dir, model_name, preset, given)
         preset = given.pop("preset", preset)
     batch = given.pop("batch_size", None)
-    target = given.pop("target_iteration", 0)
+    target = given.pop("target_iteration", None)
     opts = TrainOptions(
         model_name=model_name, preset=preset, overrides=given, batch_size=batch,
         target_iteration=target, preview_every=preview_every,

@@ -11,6 +11,7 @@ src feeding needs dst's yaws and a trainer always steps both sides at once.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -170,19 +171,26 @@ class YawMatcher:
         return int(self.members[b][rng.integers(len(self.members[b]))])
 
 
-class _Shuffled:
-    """Indices in a fresh random order each pass: every face once per epoch, as DFL does."""
+class _Epochs:
+    """Face indices as a function of position only: position j of the endless stream is
+    face perm_e[j mod n] with e = j // n and perm_e drawn from (seed, side, e). Every face
+    comes once per epoch, as DFL does, and batch i is the same whichever worker builds it
+    and whenever the run started: a resumed run sees exactly the batches of a straight one.
+    """
 
-    def __init__(self, n: int, rng: np.random.Generator) -> None:
-        self.n, self.rng, self.order, self.pos = n, rng, np.empty(0, np.int64), 0
+    def __init__(self, n: int, seed: int, side: int) -> None:
+        self.n, self.seed, self.side = n, seed, side
+        self.perms: dict[int, np.ndarray] = {}
 
-    def take(self, k: int) -> list[int]:
-        out: list[int] = []
-        while len(out) < k:
-            if self.pos >= len(self.order):
-                self.order, self.pos = self.rng.permutation(self.n), 0
-            out.append(int(self.order[self.pos]))
-            self.pos += 1
+    def take(self, start: int, k: int) -> list[int]:
+        out = []
+        for j in range(start, start + k):
+            e = j // self.n
+            perm = self.perms.get(e)
+            if perm is None:
+                self.perms = {e: rng_for(self.seed, 2, self.side, e).permutation(self.n)}
+                perm = self.perms[e]
+            out.append(int(perm[j % self.n]))
         return out
 
 
@@ -190,9 +198,10 @@ class PairStream(IterableDataset):
     """Endless batches; each worker has its own generator seeded by (seed, worker id)."""
 
     def __init__(self, src: Faceset, dst: Faceset | None, batch_size: int,
-                 options: SampleOptions) -> None:
+                 options: SampleOptions, start: int = 0) -> None:
         super().__init__()
         self.src, self.dst, self.batch_size, self.options = src, dst, batch_size, options
+        self.start = start
 
     def _side(self, faces: Faceset, idx: list[int], rng: np.random.Generator,
               scale: float, side: str) -> tuple[list[np.ndarray], list[str]]:
@@ -218,20 +227,23 @@ class PairStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
-        rng = rng_for(self.options.seed, info.id if info else 0)
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
         o, n = self.options, self.batch_size
-        src_order = _Shuffled(len(self.src), rng)
-        dst_order = _Shuffled(len(self.dst), rng) if self.dst else None
+        src_order = _Epochs(len(self.src), o.seed, 0)
+        dst_order = _Epochs(len(self.dst), o.seed, 1) if self.dst else None
         yaw = (YawMatcher(self.src.yaws, self.dst.yaws, o.yaw_bins)
                if o.yaw_sorted and self.dst else None)
-        while True:
-            idx = [yaw.draw(rng) for _ in range(n)] if yaw else src_order.take(n)
+        # DataLoader takes batches from its workers in turn, so worker w builds batches
+        # start + w, start + w + W, …: the stream's order is the batch index's order
+        for i in itertools.count(self.start + worker, workers):
+            rng = rng_for(o.seed, 1, i)
+            idx = [yaw.draw(rng) for _ in range(n)] if yaw else src_order.take(i * n, n)
             arrays, names = self._side(self.src, idx, rng, o.src_scale, "src")
             if self.dst and dst_order:
-                more, more_names = self._side(self.dst, dst_order.take(n), rng, 0.0, "dst")
+                more, more_names = self._side(self.dst, dst_order.take(i * n, n), rng, 0.0,
+                                              "dst")
                 arrays, names = arrays + more, names + more_names
-            batch = self._pack(arrays, names)
-            yield batch
+            yield self._pack(arrays, names)
 
 
 def _worker_init(_: int) -> None:
@@ -241,10 +253,11 @@ def _worker_init(_: int) -> None:
 
 
 def make_loader(src: Faceset, dst: Faceset | None, batch_size: int, options: SampleOptions,
-                workers: int = 2) -> Iterator[dict[str, torch.Tensor]]:
+                workers: int = 2, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
     """An endless iterator of batches: dict(src, src_target, src_mask[, dst, dst_target,
-    dst_mask]) (plus src_em/dst_em with `eyes_mouth`), float32 BGR CHW in [0, 1]. Same
-    seed and worker count → same batches.
+    dst_mask]) (plus src_em/dst_em with `eyes_mouth`), float32 BGR CHW in [0, 1], from
+    batch number `start` on. Batch i depends only on the seed and i, not on the worker
+    count or where the run started (so a resumed run is exact).
 
     Workers build whole batches (no per-sample collation) and prefetch a few each, so a
     training step rarely waits; workers=0 builds them in the caller's process.
@@ -256,7 +269,7 @@ def make_loader(src: Faceset, dst: Faceset | None, batch_size: int, options: Sam
     if batch_size < 1:
         raise FacelabError(f"Batch size {batch_size} is too small: use 1 or more.")
     loader = DataLoader(
-        PairStream(src, dst, batch_size, options), batch_size=None, num_workers=workers,
+        PairStream(src, dst, batch_size, options, start), batch_size=None, num_workers=workers,
         pin_memory=False, persistent_workers=workers > 0, worker_init_fn=_worker_init,
         prefetch_factor=4 if workers > 0 else None,
         # spawn, not fork: a forked child inherits OpenCV's and the runtimes' thread pools

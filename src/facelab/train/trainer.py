@@ -54,7 +54,7 @@ class TrainOptions:
     preset: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # ModelOptions fields
     batch_size: int | None = None  # None: the model's (its preset's default, or last run's)
-    target_iteration: int = 0  # 0 = unlimited
+    target_iteration: int | None = None  # 0 = unlimited; None: the model's (new: unlimited)
     autosave_minutes: float = 15.0
     backup_every: int = 10000
     keep_backups: int = 3
@@ -119,7 +119,8 @@ def _model_options(
     changes = dict(opts.overrides)
     if opts.batch_size is not None:
         changes["batch_size"] = opts.batch_size
-    changes["target_iteration"] = opts.target_iteration
+    if opts.target_iteration is not None:
+        changes["target_iteration"] = opts.target_iteration
     saved = peek(folder, opts.model_name) if checkpoint.exists(folder, opts.model_name) or (
         folder / f"{opts.model_name}_backups"
     ).is_dir() else None
@@ -240,9 +241,9 @@ def _train(
     sample_opts = SampleOptions(
         random_warp=not pretrain, random_flip=mo.random_flip,
         src_scale=0.0 if pretrain else mo.src_scale_mod / 100,
-        yaw_sorted=mo.sort_by_yaw, eyes_mouth=mo.eyes_mouth_priority, seed=opts.seed + it,
+        yaw_sorted=mo.sort_by_yaw, eyes_mouth=mo.eyes_mouth_priority, seed=opts.seed,
     )
-    batches = make_loader(src_faces, dst_faces, mo.batch_size, sample_opts, opts.workers)
+    batches = make_loader(src_faces, dst_faces, mo.batch_size, sample_opts, opts.workers, it)
     preview_src = fixed_faces(src_faces, PREVIEW_FACES, None if pretrain else opts.preview_src)
     preview_dst = fixed_faces(dst_faces, len(preview_src),
                               None if pretrain else opts.preview_dst)
