@@ -137,7 +137,7 @@ def _match_axes(proj: np.ndarray, n: int, ref_proj: np.ndarray) -> np.ndarray:
 
     def cdf(values: np.ndarray) -> np.ndarray:
         """(k, _BINS + 1) cumulative fractions at the bin edges."""
-        idx = np.minimum(((values - lo) * scale).astype(np.intp), _BINS - 1)
+        idx = np.minimum(((values - lo) * scale).astype(np.int32), _BINS - 1)
         idx += np.arange(k)[:, None] * _BINS
         hist = np.bincount(idx.ravel(), minlength=k * _BINS).reshape(k, _BINS)
         # a floor of 0.1 % of the mass spread over all bins: no empty bin, so the CDF is
@@ -152,8 +152,8 @@ def _match_axes(proj: np.ndarray, n: int, ref_proj: np.ndarray) -> np.ndarray:
     lut = np.stack([np.interp(c_src[j], c_ref[j], edges) for j in range(k)])
     move = ((lut - edges) / scale).astype(np.float32).ravel()  # displacement at each edge
     pos = np.clip((proj - lo) * scale, 0.0, _BINS).astype(np.float32)
-    i = np.minimum(pos.astype(np.intp), _BINS - 1)
-    frac = pos - i
+    i = np.minimum(pos.astype(np.int32), _BINS - 1)
+    frac = pos - i.astype(np.float32)
     i += np.arange(k)[:, None] * (_BINS + 1)
     return move[i] + frac * (move[i + 1] - move[i])
 
