@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from facelab.errors import FacelabError
-from facelab.merge.color import COLOR_TRANSFERS, transfer
+from facelab.merge.color import COLOR_TRANSFERS, idt, transfer
 from facelab.merge.degrade import bicubic_degrade, color_degrade
 from facelab.merge.histmatch import hist_match
 from tests.conftest import data_file
@@ -82,18 +82,30 @@ def test_transfer_moves_colour_toward_dst_inside_the_mask(faces, name):
         out = transfer(name, face, ref, mask)
         assert out.shape == face.shape and out.dtype == np.float32
         assert out.min() >= 0.0 and out.max() <= 1.0
-        # measured: rct/lct/mkl leave ≤ 1.5 of ~25 ΔE, idt ≤ 0.1, sot ≤ 2.3
-        assert _lab_mean_distance(out, ref, mask) < 0.2 * before, name
+        # measured: rct/lct/mkl/sot leave ≤ 2.3 of ~25 ΔE; idt with the seed's relaxation
+        # (1/20 per iteration) goes about 64 % of the way, leaving ~9
+        bound = 0.5 if name == "idt" else 0.2
+        assert _lab_mean_distance(out, ref, mask) < bound * before, name
         assert _lab_std_distance(out, ref, mask) < _lab_std_distance(face, ref, mask), name
 
 
-@pytest.mark.parametrize("name", ["rct", "lct", "mkl", "idt"])
+@pytest.mark.parametrize("name", ["rct", "lct", "mkl"])
 def test_transfer_matches_contrast_too(faces, name):
-    """The moment-matching and full-distribution methods match the spread as well (sot's
-    blurred displacement gives up part of it, by design)."""
+    """The moment-matching methods match the spread as well (sot's blurred displacement
+    gives up part of it, by design)."""
     for face, ref, mask in _pairs(faces):
         assert _lab_std_distance(transfer(name, face, ref, mask), ref, mask) < (
             0.5 * _lab_std_distance(face, ref, mask)), name
+
+
+def test_idt_full_steps_match_the_whole_distribution(faces):
+    """With the paper's full steps idt converges: every channel's distribution inside the
+    mask, not only its moments, becomes dst's; the seed's relaxed default gets part way."""
+    for face, ref, mask in _pairs(faces):
+        before = _w1(face, ref, mask)
+        assert _w1(idt(face, ref, mask, relaxation=1.0), ref, mask) < 0.05 * before
+        assert _lab_mean_distance(idt(face, ref, mask, relaxation=1.0), ref, mask) < 0.5
+        assert 0.2 * before < _w1(idt(face, ref, mask), ref, mask) < 0.6 * before
 
 
 def test_none_is_the_identity(faces):
