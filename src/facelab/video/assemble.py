@@ -21,6 +21,9 @@ from PIL import Image
 from facelab.errors import FacelabError
 from facelab.fsutil import atomic_path, move_to_trash, read_json
 from facelab.progress import NULL, Reporter
+from facelab.provenance import Mark, read_mark, video_metadata
+from facelab.provenance.image import MARKABLE
+from facelab.provenance.video import container_marks
 from facelab.video.audio import AudioMux
 from facelab.video.formats import FORMATS, OutputFormat
 from facelab.video.frames import default_workers, read_image, to_video_frame
@@ -51,6 +54,7 @@ class AssembleReport:
     skipped: bool = False
     padded: bool = False
     alpha_source: str | None = None
+    mark: Mark | None = None  # the frames' provenance mark, now in the video's metadata
 
 
 def frame_sizes(frames: list[Path]) -> tuple[int, int]:
@@ -152,9 +156,11 @@ def assemble(ws: Workspace, opts: AssembleOptions | None = None, reporter: Repor
     width, height = frame_sizes(frames)
     output = opts.output or ws.root / f"result.{fmt.ext}"
     report = AssembleReport(output, len(frames), info.fps, width, height, None)
+    # merged frames say they are synthetic; the video says so too (never optional)
+    report.mark = read_mark(frames[0]) if frames[0].suffix.lower() in MARKABLE else None
 
     tag = _settings_tag(fmt, options, bit_rate, frames_dir, opts.audio)
-    if not opts.force and _up_to_date(output, frames, tag):
+    if not opts.force and _up_to_date(output, frames, tag, report.mark):
         report.skipped = True
         return report
     if info.frame_count and len(frames) != info.frame_count:
@@ -182,8 +188,11 @@ def assemble(ws: Workspace, opts: AssembleOptions | None = None, reporter: Repor
 
     trash = [output] if output.exists() else []
     with atomic_path(output) as tmp:
-        with av.open(str(tmp), mode="w", format=fmt.muxer) as out:
+        with av.open(str(tmp), mode="w", format=fmt.muxer, options=fmt.mux_options) as out:
             out.metadata["comment"] = tag
+            if report.mark:
+                for key, value in video_metadata(report.mark, fmt.muxer).items():
+                    out.metadata[key] = value
             vs = out.add_stream(fmt.codec, rate=info.fps, options=options)
             vs.width, vs.height = width + pad[0], height + pad[1]
             vs.pix_fmt = fmt.pix_fmt
@@ -220,15 +229,19 @@ def _settings_tag(fmt: OutputFormat, options: dict[str, str], bit_rate: int | No
             f"frames={frames_dir.name} audio={audio}")
 
 
-def _up_to_date(output: Path, frames: list[Path], tag: str) -> bool:
-    """The result exists, is newer than every frame and was made with the same settings."""
+def _up_to_date(output: Path, frames: list[Path], tag: str, mark: Mark | None) -> bool:
+    """The result exists, is newer than every frame, was made with the same settings and
+    carries the frames' mark."""
     if not output.is_file():
         return False
     if output.stat().st_mtime <= max(p.stat().st_mtime for p in frames):
         return False
     try:
         with av.open(str(output)) as done:
-            return done.metadata.get("comment") == tag
+            found = container_marks(done)
+            has = found[0][1] if found else None
+            tags = {k.lower(): v for k, v in done.metadata.items()}  # Matroska: COMMENT
+            return tags.get("comment") == tag and has == mark
     except av.error.FFmpegError:
         return False
 
