@@ -72,13 +72,13 @@ def resolve_device(spec: str) -> torch.device:
         if spec == "mps" and not _available("mps"):
             raise FacelabError("Device 'mps' asked for, but Apple's MPS backend is not available.")
         return torch.device(spec)
-    kind, _, index = spec.partition(":")
+    kind, colon, index = spec.partition(":")
     if kind in _ACCELERATORS:
         name = "CUDA GPU" if kind == "cuda" else "Intel XPU"
         if not _available(kind):
             raise FacelabError(f"Device {spec!r} asked for, but no {name} is available.")
         count = _module(kind).device_count()
-        if index and (not index.isdigit() or int(index) >= count):
+        if colon and (not index.isdigit() or int(index) >= count):
             raise FacelabError(f"Device {spec!r} does not exist ({count} {name}(s)).")
         return torch.device(spec)
     raise FacelabError(f"Device must be auto, cpu, cuda[:N], xpu[:N] or mps, not {spec!r}.")
