@@ -5,7 +5,15 @@ from pathlib import Path
 import typer
 
 from facelab import __version__
-from facelab.cli import demo_cmd, faces_cmd, train_cmd, verify_cmd, video_cmd, workspace_cmd
+from facelab.cli import (
+    demo_cmd,
+    faces_cmd,
+    merge_cmd,
+    train_cmd,
+    verify_cmd,
+    video_cmd,
+    workspace_cmd,
+)
 from facelab.cli.common import (
     CONSENT,
     State,
@@ -34,6 +42,7 @@ app.add_typer(video_cmd.app, name="video")
 faces_cmd.register(app)
 demo_cmd.register(app)
 train_cmd.register(app)
+merge_cmd.register(app)
 verify_cmd.register(app)
 
 

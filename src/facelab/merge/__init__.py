@@ -1,0 +1,1 @@
+"""The merge stage: predicted faces blended back into dst frames, marked synthetic."""

@@ -1,0 +1,358 @@
+"""`facelab merge`: every dst frame, its faces swapped, written to data_dst/merged/.
+
+Frames without a face are written unchanged, so the merged count always matches the
+source. Every PNG written carries the provenance mark (no option omits it). Work is spread
+over a process pool (each worker loads the model once, one thread each); frames are
+streamed, a few in flight per worker. A rerun with the same options and model skips the
+frames already written; different options or a newer save redo them all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facelab.errors import FacelabError
+from facelab.faces.faceimage import FaceMeta, read_meta
+from facelab.faces.facetype import face_transform
+from facelab.fsutil import atomic_path, read_json, write_json
+from facelab.merge.compose import Placed, merge_face
+from facelab.merge.options import MergeOptions
+from facelab.merge.parallel import run_ordered
+from facelab.merge.predict import ModelInfo, Predictor, model_info
+from facelab.progress import Reporter
+from facelab.provenance.mark import Mark
+from facelab.provenance.png import png_bytes_with_mark
+from facelab.video.frames import read_image
+from facelab.workspace import Workspace, list_images
+
+STATE_FILE = "merge.json"  # in merged/: what the frames there were made with
+
+
+@dataclass
+class FaceJob:
+    """One dst face of one frame, as the worker needs it (small to pickle)."""
+
+    landmarks: np.ndarray  # 68×2 frame px, smoothed
+    yaw: float
+
+
+@dataclass
+class MergeReport:
+    frames: int = 0
+    merged_now: int = 0
+    skipped: int = 0
+    faces: int = 0
+    frames_without_face: int = 0
+    model_id: str = ""
+    out_dir: Path | None = None
+    written: list[Path] = field(default_factory=list)
+
+
+def parse_frames(spec: str | None, count: int) -> range | None:
+    """`10-20` (frame numbers as in the file names, inclusive), `10-` or `15`; None: all."""
+    if spec is None:
+        return None
+    lo, sep, hi = spec.partition("-")
+    try:
+        a = int(lo) if lo else 1
+        b = int(hi) if hi else (count if sep else a)
+    except ValueError:
+        raise FacelabError(f"--frames must look like 10-20, 10- or 15, not {spec!r}.") from None
+    if a < 0 or b < a:
+        raise FacelabError(f"--frames {spec!r} is an empty range.")
+    return range(a, b + 1)
+
+
+def _frame_number(path: Path) -> int | None:
+    return int(path.stem) if path.stem.isdigit() else None
+
+
+def _dst_faces(ws: Workspace) -> dict[str, list[FaceMeta]]:
+    """The dst faces' metadata by source frame name (deleted faces are simply absent)."""
+    folder = ws.aligned_dir("dst")
+    faces = [p for p in list_images(folder) if p.suffix.lower() in (".jpg", ".jpeg")]
+    if not faces:
+        raise FacelabError(f"{folder} holds no faces: run `facelab extract dst` first.")
+    by_frame: dict[str, list[FaceMeta]] = defaultdict(list)
+    for p in faces:
+        meta = read_meta(p)
+        by_frame[meta.source_filename].append(meta)
+    for metas in by_frame.values():
+        metas.sort(key=lambda m: m.face_index)
+    return by_frame
+
+
+def _jobs(frames: list[Path], by_frame: dict[str, list[FaceMeta]],
+          smooth: int, fps: float) -> dict[str, list[FaceJob]]:
+    """FaceJobs per frame name, landmarks smoothed over time when `smooth` > 0."""
+    index = {p.name: i for i, p in enumerate(frames)}
+    smoothed: dict[tuple[int, int], np.ndarray] = {}
+    if smooth:
+        from facelab.merge.smooth import FaceRef, smooth_landmarks
+
+        refs = [FaceRef(index[name], m.face_index, np.asarray(m.source_landmarks, np.float64),
+                        tuple(m.source_rect))
+                for name, metas in by_frame.items() if name in index for m in metas]
+        refs.sort(key=lambda r: (r.frame, r.face))
+        smoothed = smooth_landmarks(refs, smooth, fps)
+    jobs: dict[str, list[FaceJob]] = {}
+    for name, metas in by_frame.items():
+        if name not in index:
+            continue
+        jobs[name] = [
+            FaceJob(smoothed.get((index[name], m.face_index),
+                                 np.asarray(m.source_landmarks, np.float64)), float(m.yaw))
+            for m in metas
+        ]
+    return jobs
+
+
+# ── the worker side ─────────────────────────────────────────────────────────────────────
+
+_W: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class _Setup:
+    model_dir: Path
+    model_name: str
+    device: str
+    options: MergeOptions
+    out_dir: Path
+    mask_dir: Path | None
+    debug_dir: Path | None
+    mark: Mark
+
+
+def _init(setup: _Setup, threads: int = 1) -> None:
+    """Load the model (and the optional mesher / enhancer) once per process."""
+    import torch
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(threads)
+    _W.clear()
+    _W["setup"] = setup
+    _W["predictor"] = Predictor(setup.model_dir, setup.model_name, setup.device)
+    _W["mesher"] = None
+    if "prd" in setup.options.mask_parts:
+        _W["mesher"] = _mesher()
+    _W["enhance"] = None
+    if setup.options.super_resolution != "none":
+        from facelab.merge.enhance import create_enhancer
+
+        _W["enhance"] = create_enhancer(setup.options.super_resolution, setup.device).enhance
+
+
+def _mesher() -> Any:
+    """The `prd` mask's source: FaceMesh on the predicted face (no packaged face parser
+    exists; see docs/MERGE.md). Returns crop points or None."""
+    from facelab.faces.landmarks import MeshLandmarker
+
+    mesh = MeshLandmarker()
+
+    def points(face: np.ndarray) -> np.ndarray | None:
+        r = face.shape[0]
+        pts = mesh.mesh(face, (r * 0.2, r * 0.2, r * 0.8, r * 0.8))
+        return None if pts is None else pts[:, :2]
+
+    return points
+
+
+def _work(frame_path: Path, faces: list[FaceJob]) -> tuple[int, list[Path]]:
+    """Merge one frame; returns (faces merged, files written)."""
+    setup: _Setup = _W["setup"]
+    predictor: Predictor = _W["predictor"]
+    opts = setup.options
+    frame = read_image(frame_path)
+    res = predictor.resolution
+    face_type = predictor.info.face_type
+    mats = [face_transform(f.landmarks, face_type, res, f.yaw) for f in faces]
+    placed: list[Placed] = []
+    if faces:
+        crops = np.stack([
+            cv2.warpAffine(frame, m, (res, res), flags=cv2.INTER_CUBIC,
+                           borderMode=cv2.BORDER_REPLICATE) for m in mats
+        ]).astype(np.float32) / 255
+        predicted, learned = predictor.predict(crops)
+        for i, f in enumerate(faces):
+            placed.append(Placed(mats[i], f.landmarks, predicted[i],
+                                 None if learned is None else learned[i], crops[i]))
+    out = np.zeros_like(frame) if opts.mode == "raw" else frame.copy()
+    alpha = np.zeros(frame.shape[:2], np.float32)
+    debug_tiles = []
+    for p in placed:
+        roi, mask, (x0, y0, x1, y1) = merge_face(out if opts.mode != "raw" else frame, p, opts,
+                                                 _W["mesher"], _W["enhance"])
+        region = out[y0:y1, x0:x1]
+        if opts.mode == "raw":
+            keep = mask > 0
+            region[keep] = roi[keep]
+        else:
+            region[...] = roi
+        alpha[y0:y1, x0:x1] = np.maximum(alpha[y0:y1, x0:x1], mask)
+        if setup.debug_dir is not None:
+            debug_tiles.append(_debug_tile(p, out, mask, (x0, y0, x1, y1)))
+    written = _write(frame_path.stem, out, alpha, setup, opts, debug_tiles)
+    return len(placed), written
+
+
+def _debug_tile(p: Placed, out: np.ndarray, mask: np.ndarray,
+                box: tuple[int, int, int, int]) -> np.ndarray:
+    """dst | prediction | mask | result, each at the model's resolution."""
+    res = p.predicted.shape[0]
+    x0, y0, x1, y1 = box
+    full = np.zeros(out.shape[:2], np.float32)
+    full[y0:y1, x0:x1] = mask
+    crop = lambda img, flags=cv2.INTER_LINEAR: cv2.warpAffine(  # noqa: E731
+        img, p.frame_to_crop, (res, res), flags=flags)
+    tiles = [
+        (p.dst_crop * 255).round().astype(np.uint8),
+        (p.predicted * 255).round().astype(np.uint8),
+        cv2.cvtColor((crop(full) * 255).round().astype(np.uint8), cv2.COLOR_GRAY2BGR),
+        crop(out),
+    ]
+    return np.hstack(tiles)
+
+
+def _write(stem: str, out: np.ndarray, alpha: np.ndarray, setup: _Setup,
+           opts: MergeOptions, debug_tiles: list[np.ndarray]) -> list[Path]:
+    a8 = (alpha * 255).round().astype(np.uint8)
+    image = np.dstack([out, a8]) if (opts.export_alpha or opts.mode == "raw") else out
+    written = []
+    path = setup.out_dir / f"{stem}.png"
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise FacelabError(f"Cannot encode the merged frame {path.name}.")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(png_bytes_with_mark(data.tobytes(), setup.mark))
+    written.append(path)
+    if setup.mask_dir is not None:
+        mpath = setup.mask_dir / f"{stem}.png"
+        with atomic_path(mpath) as tmp:
+            cv2.imwrite(str(tmp), a8)
+        written.append(mpath)
+    if setup.debug_dir is not None and debug_tiles:
+        dpath = setup.debug_dir / f"{stem}.jpg"
+        with atomic_path(dpath) as tmp:
+            ok, jpg = cv2.imencode(".jpg", np.vstack(debug_tiles), [cv2.IMWRITE_JPEG_QUALITY, 90])
+            tmp.write_bytes(jpg.tobytes())
+        written.append(dpath)
+    return written
+
+
+def _work_item(item: tuple[Path, list[FaceJob]]) -> tuple[int, list[Path]]:
+    return _work(*item)
+
+
+# ── the driver ──────────────────────────────────────────────────────────────────────────
+
+
+def _settings(info: ModelInfo, opts: MergeOptions) -> dict[str, Any]:
+    return {"model_id": info.model_id, "options": opts.to_json()}
+
+
+def merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter,
+          device: str = "auto", frames_spec: str | None = None, debug: bool = False,
+          workers: int | None = None) -> MergeReport:
+    """Merge the dst frames with model `model_name`; returns what was done."""
+    opts.validate()
+    ws.require()
+    info = model_info(ws.model_dir, model_name)
+    frames = [p for p in list_images(ws.frames_dir("dst")) if p.is_file()]
+    if not frames:
+        raise FacelabError(f"{ws.frames_dir('dst')} holds no frames: run "
+                           "`facelab video extract dst` first.")
+    by_frame = _dst_faces(ws)
+    _check_face_type(ws, info, by_frame)
+    wanted = parse_frames(frames_spec, len(frames))
+    if wanted is not None:
+        frames = [p for p in frames if _frame_number(p) in wanted]
+        if not frames:
+            raise FacelabError(f"No dst frame is numbered within --frames {frames_spec}.")
+    jobs = _jobs(frames, by_frame, opts.smooth, _fps(ws))
+
+    out_dir = ws.merged_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir = ws.merged_mask_dir if opts.export_alpha else None
+    debug_dir = ws.frames_dir("dst") / "merged_debug" if debug else None
+    for d in (mask_dir, debug_dir):
+        if d is not None:
+            d.mkdir(parents=True, exist_ok=True)
+    settings = _settings(info, opts)
+    state_path = out_dir / STATE_FILE
+    same = _read_state(state_path) == settings
+    todo = [p for p in frames if not (same and _done(p, out_dir, mask_dir, debug_dir))]
+    write_json(state_path, settings)
+    report = MergeReport(frames=len(frames), skipped=len(frames) - len(todo),
+                         model_id=info.model_id, out_dir=out_dir)
+    report.frames_without_face = sum(1 for p in frames if not jobs.get(p.name))
+    setup = _Setup(ws.model_dir, model_name, device, opts, out_dir, mask_dir, debug_dir,
+                   Mark.synthetic(info.model_id))
+    items = [(p, jobs.get(p.name, [])) for p in todo]
+    n_workers = workers if workers is not None else _default_workers(len(items), device)
+    with reporter.task("Merging dst frames", len(items)) as task:
+        def record(result: tuple[int, list[Path]]) -> None:
+            report.merged_now += 1
+            report.faces += result[0]
+            task.advance()
+
+        if n_workers <= 1:
+            _init(setup, threads=max(1, os.cpu_count() or 1))
+            for item in items:
+                record(_work_item(item))
+        else:
+            run_ordered(items, _work_item, record, n_workers, _init, (setup,))
+    return report
+
+
+def _read_state(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _fps(ws: Workspace) -> float:
+    """dst's frame rate from video.json (the smoother's time base); 25 if unknown."""
+    try:
+        doc = read_json(ws.video_json)
+        num, _, den = str(doc["fps"]).partition("/")
+        return float(num) / float(den or 1)
+    except (OSError, TypeError, KeyError, ValueError, ZeroDivisionError):
+        return 25.0
+
+
+def _done(frame: Path, out_dir: Path, mask_dir: Path | None, debug_dir: Path | None) -> bool:
+    stem = frame.stem
+    return ((out_dir / f"{stem}.png").exists()
+            and (mask_dir is None or (mask_dir / f"{stem}.png").exists())
+            and (debug_dir is None or (debug_dir / f"{stem}.jpg").exists()))
+
+
+def _default_workers(items: int, device: str) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    if items < 8 or device.startswith("cuda"):
+        return 1
+    return max(1, min(cores, 4))
+
+
+def _check_face_type(ws: Workspace, info: ModelInfo, by_frame: dict[str, list[FaceMeta]]) -> None:
+    """A model trained on a wider face type than dst's faces were extracted with would
+    paste pixels the aligned faces never covered; the seed refuses it too."""
+    order = ["half", "mid-full", "full", "whole-face", "head"]
+    model_type = info.options.face_type
+    first = next(iter(by_frame.values()))[0]
+    if model_type in order and first.face_type in order and (
+            order.index(model_type) > order.index(first.face_type)):
+        raise FacelabError(
+            f"Model {info.name!r} is a {model_type} face model but the dst faces in "
+            f"{ws.aligned_dir('dst')} are {first.face_type}: extract dst again with "
+            f"--face-type {model_type} or use a model of that face type.")

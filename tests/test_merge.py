@@ -1,0 +1,141 @@
+"""The merger on real frames with a tiny model trained once for the module."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facelab.faces.faceimage import read_meta
+from facelab.merge.merger import merge
+from facelab.merge.options import MASK_MODES, MODES, MergeOptions
+from facelab.progress import NullReporter
+from facelab.provenance.mark import TRAINED_ALGORITHMIC_MEDIA
+from facelab.provenance.png import png_mark
+from facelab.train.trainer import TrainOptions, train
+from facelab.workspace import Workspace, list_images
+from tests.conftest import assert_one_line_error, copy_workspace, run_facelab
+
+TINY = {"ae_dims": 32, "e_dims": 8, "d_dims": 8, "d_mask_dims": 8, "resolution": 64}
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, aligned_faces: Path) -> Workspace:
+    """The session's GRID workspace with a tiny model `m` (20 iterations)."""
+    w = Workspace(copy_workspace(aligned_faces, tmp_path_factory.mktemp("merge") / "ws"))
+    train(w, TrainOptions(model_name="m", preset="sae", overrides=dict(TINY), batch_size=4,
+                          target_iteration=20, preview_every=0, workers=0,
+                          precision="fp32"), NullReporter())
+    return w
+
+
+def _frames(ws: Workspace) -> list[Path]:
+    return [p for p in list_images(ws.frames_dir("dst")) if p.is_file()]
+
+
+def _merged(ws: Workspace, frame: Path) -> np.ndarray:
+    return cv2.imread(str(ws.merged_dir / f"{frame.stem}.png"), cv2.IMREAD_UNCHANGED)
+
+
+def test_default_merge_writes_every_frame_marked_and_resumes(ws: Workspace):
+    shutil.rmtree(ws.merged_dir, ignore_errors=True)
+    rep = merge(ws, "m", MergeOptions(export_alpha=True), NullReporter(), workers=2)
+    frames = _frames(ws)
+    assert rep.frames == len(frames) == rep.merged_now and rep.faces > 0
+    assert sorted(p.stem for p in ws.merged_dir.glob("*.png")) == [p.stem for p in frames]
+    with open(ws.merged_dir / f"{frames[0].stem}.png", "rb") as f:
+        size = (ws.merged_dir / f"{frames[0].stem}.png").stat().st_size
+        mark = png_mark(f, size, "frame")
+    assert mark is not None and mark.source_type == TRAINED_ALGORITHMIC_MEDIA
+    assert mark.model_id.startswith("m@20:")
+    # outside the blend mask every pixel is the frame's; inside, the face changed
+    for frame in frames[::15]:
+        merged, src = _merged(ws, frame), cv2.imread(str(frame))
+        alpha = merged[..., 3]
+        assert merged.shape[:2] == src.shape[:2]
+        outside = alpha == 0
+        assert np.array_equal(merged[..., :3][outside], src[outside])
+        inside = alpha > 128  # a 20-iteration model's learned mask is not yet opaque
+        assert inside.sum() > 500
+        assert np.abs(merged[..., :3][inside].astype(int) - src[inside]).mean() > 2
+        mask = cv2.imread(str(ws.merged_mask_dir / f"{frame.stem}.png"), cv2.IMREAD_GRAYSCALE)
+        assert np.array_equal(mask, alpha)
+        assert alpha[0, 0] == 0 and alpha[-1, -1] == 0  # corners are background
+    again = merge(ws, "m", MergeOptions(export_alpha=True), NullReporter(), workers=1)
+    assert again.merged_now == 0 and again.skipped == len(frames)
+
+
+def test_alpha_is_opaque_at_the_nose(ws: Workspace):
+    frame = _frames(ws)[10]
+    metas = [read_meta(p) for p in ws.aligned_dir("dst").glob(f"{frame.stem}_*.jpg")]
+    merge(ws, "m", MergeOptions(export_alpha=True, mask="dst"), NullReporter(), workers=1,
+          frames_spec=frame.stem)
+    alpha = _merged(ws, frame)[..., 3]
+    x, y = np.round(metas[0].source_landmarks[30]).astype(int)  # nose tip
+    assert alpha[y, x] == 255
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_runs(ws: Workspace, mode: str):
+    frames = _frames(ws)[:2]
+    opts = MergeOptions(mode=mode, color="none" if mode != "overlay" else "mkl", smooth=0)
+    rep = merge(ws, "m", opts, NullReporter(), frames_spec="1-2", workers=1)
+    assert rep.merged_now == 2
+    merged = _merged(ws, frames[0])
+    src = cv2.imread(str(frames[0]))
+    if mode == "raw":  # the face alone on black, with its mask as alpha
+        assert merged.shape[2] == 4 and merged[0, 0].tolist() == [0, 0, 0, 0]
+    else:
+        assert merged.shape[:2] == src.shape[:2]
+        assert 0 < np.abs(merged[..., :3].astype(int) - src).mean() < 40
+
+
+@pytest.mark.parametrize("mask", MASK_MODES)
+def test_every_mask_mode_runs(ws: Workspace, mask: str):
+    opts = MergeOptions(mask=mask, mode="overlay", export_alpha=True, erode=20, blur=30)
+    merge(ws, "m", opts, NullReporter(), frames_spec="3", workers=1)
+    alpha = _merged(ws, _frames(ws)[2])[..., 3]
+    assert 500 < (alpha > 0).sum() < alpha.size / 2
+
+
+def test_erode_shrinks_and_blur_softens(ws: Workspace):
+    def alpha(**kw: int) -> np.ndarray:
+        merge(ws, "m", MergeOptions(mode="overlay", mask="dst", export_alpha=True, **kw),
+              NullReporter(),
+              frames_spec="4", workers=1)
+        return _merged(ws, _frames(ws)[3])[..., 3]
+
+    plain, eroded, grown, blurred = alpha(), alpha(erode=60), alpha(erode=-60), alpha(blur=60)
+    assert (eroded > 0).sum() < (plain > 0).sum() < (grown > 0).sum()
+    partial = lambda a: ((a > 0) & (a < 255)).sum()  # noqa: E731
+    assert partial(blurred) > 2 * partial(plain)
+
+
+def test_debug_and_face_scale(ws: Workspace):
+    merge(ws, "m", MergeOptions(mode="overlay", export_alpha=True, face_scale=20),
+          NullReporter(), frames_spec="5", workers=1, debug=True)
+    big = (_merged(ws, _frames(ws)[4])[..., 3] > 0).sum()
+    merge(ws, "m", MergeOptions(mode="overlay", export_alpha=True, face_scale=-20),
+          NullReporter(), frames_spec="5", workers=1)
+    small = (_merged(ws, _frames(ws)[4])[..., 3] > 0).sum()
+    assert big > small
+    debug = cv2.imread(str(ws.frames_dir("dst") / "merged_debug" / f"{_frames(ws)[4].stem}.jpg"))
+    assert debug.shape == (64, 4 * 64, 3)
+
+
+def test_cli_merge_and_bad_input(ws: Workspace, tmp_path: Path):
+    res = run_facelab("-w", ws.root, "merge", "--model-name", "m", "--frames", "1-3")
+    assert res.rc == 0 and "Merged" in res.out, res
+    assert_one_line_error(run_facelab("-w", ws.root, "merge", "--model-name", "nope"),
+                          "no trained model named 'nope'")
+    assert_one_line_error(run_facelab("-w", ws.root, "merge", "--model-name", "m",
+                                      "--mode", "blend"), "mode")
+    assert_one_line_error(run_facelab("-w", ws.root, "merge", "--model-name", "m",
+                                      "--erode", "300"), "--erode")
+    bare = Workspace(copy_workspace(ws.root, tmp_path / "bare"))
+    shutil.rmtree(bare.aligned_dir("dst"))
+    assert_one_line_error(run_facelab("-w", bare.root, "merge", "--model-name", "m"),
+                          "no faces")
