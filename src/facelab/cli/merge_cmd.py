@@ -6,9 +6,10 @@ import typer
 
 from facelab.cli.common import command, state
 from facelab.cli.ui import out
-from facelab.merge.merger import merge
+from facelab.lazy import lazy_module
 from facelab.merge.options import COLORS, MASK_MODES, MODES, MergeOptions
 
+merger = lazy_module("facelab.merge.merger")  # PyTorch loads when a merge runs
 D = MergeOptions()
 
 HELP = {
@@ -84,7 +85,7 @@ def merge_cmd(
         color=color, degrade=degrade, color_degrade=color_degrade,
         super_resolution=super_resolution, smooth=smooth, export_alpha=export_alpha,
     )
-    rep = merge(st.ws, model_name, opts, st.reporter, device=device, frames_spec=frames,
+    rep = merger.merge(st.ws, model_name, opts, st.reporter, device=device, frames_spec=frames,
                 debug=debug)
     skipped = f", {rep.skipped} already done" if rep.skipped else ""
     out.print(f"Merged {rep.merged_now} frame(s) ({rep.faces} face(s), "

@@ -17,9 +17,13 @@ from facelab.cli.common import command, group, state
 from facelab.cli.train_prompts import HELP
 from facelab.cli.ui import out
 from facelab.errors import FacelabError
-from facelab.train import backups, checkpoint
-from facelab.train.models import PRESETS
-from facelab.train.trainer import DEFAULT_PRESET, TrainOptions, peek, train
+from facelab.lazy import lazy_module
+from facelab.train.models import DEFAULT_PRESET, PRESETS
+
+# PyTorch loads only when a command needs it, so `--help` and the other commands start fast
+backups = lazy_module("facelab.train.backups")
+checkpoint = lazy_module("facelab.train.checkpoint")
+trainer = lazy_module("facelab.train.trainer")
 
 model_group = group("Inspect, back up and restore trained models in WORKSPACE/model/.")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -146,7 +150,7 @@ def train_cmd(
         preset = given.pop("preset", preset)
     batch = given.pop("batch_size", None)
     target = given.pop("target_iteration", None)
-    opts = TrainOptions(
+    opts = trainer.TrainOptions(
         model_name=model_name, preset=preset, overrides=given, batch_size=batch,
         target_iteration=target, preview_every=preview_every,
         autosave_minutes=autosave_minutes, backup_every=backup_every,
@@ -155,7 +159,7 @@ def train_cmd(
         preview_dst=preview_dst,
     )
     with _stop_on_signals() as stop:
-        rep = train(st.ws, opts, st.reporter, stop)
+        rep = trainer.train(st.ws, opts, st.reporter, stop)
     last = rep.losses[-1] if rep.losses else None
     loss = f", last loss src {last[0]:.4f} dst {last[1]:.4f}" if last else ""
     how = "stopped" if rep.stopped else "reached its target" if rep.iteration else "ran"
@@ -167,7 +171,7 @@ def train_cmd(
 def _ask(folder: Path, name: str, preset: str | None, given: dict[str, Any]) -> dict[str, Any]:
     """The options asked on the terminal (a new model: all; an existing one: on Enter)."""
     checkpoint.check_name(name)
-    doc = peek(folder, name)
+    doc = trainer.peek(folder, name)
     if doc is None:
         return prompts.new_model_answers(preset or DEFAULT_PRESET, given, prompts.read_line,
                                          prompts.say)
@@ -195,7 +199,7 @@ def list_cmd() -> None:
     if not names:
         out.print(f"No models in {folder}.")
     for name in names:
-        doc = peek(folder, name) or {}
+        doc = trainer.peek(folder, name) or {}
         st = doc.get("state", {})
         preset = st.get("options", {}).get("preset", "?")
         out.print(f"{name}  {preset}  {doc.get('arch', '?')}  iteration {st.get('iteration', '?')}")
@@ -205,7 +209,7 @@ def list_cmd() -> None:
 def info_cmd(name: str = typer.Argument(..., help="Model name.")) -> None:
     """Show a model's architecture, options, iteration, last losses, files and sizes."""
     folder = state().ws.model_dir
-    doc = peek(folder, name)
+    doc = trainer.peek(folder, name)
     if doc is None:
         raise FacelabError(f"There is no model named {name!r} in {folder}.")
     st = doc["state"]
@@ -255,7 +259,7 @@ def restore_cmd(
     ws = state().ws
     ws.require()
     trash = ws.new_trash_dir() / ws.model_dir.name
-    doc = peek(ws.model_dir, name) if checkpoint.exists(ws.model_dir, name) else None
+    doc = trainer.peek(ws.model_dir, name) if checkpoint.exists(ws.model_dir, name) else None
     was = doc["state"].get("iteration") if doc else None
     it = backups.restore(ws.model_dir, name, backup, trash)
     moved = f"; the save it replaced (iteration {was}) is in {trash}" if trash.is_dir() else ""

@@ -15,8 +15,8 @@ from typing import Any, TextIO
 
 from facelab.errors import FacelabError
 from facelab.train.models import PRESETS, ModelOptions, preset
+from facelab.train.models.catalog import LIGHTWEIGHT
 from facelab.train.models.options import ARCH_BASES, CHANGEABLE_OPTIONS, FACE_TYPES
-from facelab.train.models.presets import LIGHTWEIGHT
 
 Ask = Callable[[str], str | None]  # shows a prompt, returns the line (None: end of input)
 Say = Callable[[str], None]

@@ -34,12 +34,17 @@ from facelab.train.device import (
     out_of_memory_message,
     resolve_device,
 )
-from facelab.train.models import FIXED_OPTIONS, ModelOptions, build_model, preset
+from facelab.train.models import (
+    DEFAULT_PRESET,
+    FIXED_OPTIONS,
+    ModelOptions,
+    build_model,
+    preset,
+)
 from facelab.train.preview import fixed_faces, write_history, write_preview
 from facelab.train.step import LR, TrainStep
 from facelab.workspace import Workspace
 
-DEFAULT_PRESET = "quick96"  # a new model without --preset: DFL's cheapest full-face model
 HISTORY_LIMIT = 2000  # logged loss points kept in the save (for the plot and `model info`)
 PREVIEW_FACES = 4
 
