@@ -9,6 +9,7 @@ from facelab.cli import (
     demo_cmd,
     faces_cmd,
     merge_cmd,
+    swap_cmd,
     train_cmd,
     verify_cmd,
     video_cmd,
@@ -43,6 +44,7 @@ faces_cmd.register(app)
 demo_cmd.register(app)
 train_cmd.register(app)
 merge_cmd.register(app)
+swap_cmd.register(app)
 verify_cmd.register(app)
 
 

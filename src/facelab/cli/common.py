@@ -7,9 +7,12 @@ lets a value given there win. It also turns user errors into one line and an exi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -120,3 +123,16 @@ def group(help: str) -> typer.Typer:
 def state() -> State:
     """The options of the command now running."""
     return _current[-1]
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """Ctrl-C / SIGTERM set the event: training saves and the command ends cleanly."""
+    stop = threading.Event()
+    handler = lambda *_: stop.set()  # noqa: E731
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from facelab.cli import train_prompts as prompts
-from facelab.cli.common import command, group, state
+from facelab.cli.common import command, group, state, stop_on_signals
 from facelab.cli.train_prompts import HELP
 from facelab.cli.ui import out
 from facelab.errors import FacelabError
@@ -32,19 +28,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 def register(app: typer.Typer) -> None:
     command(app, "train")(train_cmd)
     app.add_typer(model_group, name="model")
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """Ctrl-C / SIGTERM set the event, so the trainer saves and returns instead of dying."""
-    stop = threading.Event()
-    handler = lambda *_: stop.set()  # noqa: E731
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 H = HELP  # the interactive `?` help and the flags' help are one text
@@ -158,7 +141,7 @@ def train_cmd(
         compile=compile, pretrain_faces=pretrain_faces, preview_src=preview_src,
         preview_dst=preview_dst,
     )
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         rep = trainer.train(st.ws, opts, st.reporter, stop)
     last = rep.losses[-1] if rep.losses else None
     loss = f", last loss src {last[0]:.4f} dst {last[1]:.4f}" if last else ""

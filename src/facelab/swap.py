@@ -1,0 +1,174 @@
+"""`facelab swap`: the whole job in one command, extract → train → merge → assemble.
+
+The workspace is laid out exactly as the stage commands expect (data_src.*, data_dst.*,
+their frames and aligned faces, model/, data_dst/merged/), so any stage can be rerun by
+hand with other options. Every stage is resumable, so running the same command again goes
+on where it stopped: finished stages are skipped, training continues toward its budget
+(iterations, or minutes recorded in swap.json), merging redoes frames only when the model
+or the options changed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facelab.errors import FacelabError
+from facelab.faces.extract import FaceExtractReport, extract_faces
+from facelab.fsutil import read_json, write_json
+from facelab.merge.options import MergeOptions
+from facelab.progress import NULL, Reporter
+from facelab.video.assemble import AssembleOptions, AssembleReport, assemble
+from facelab.video.extract import ExtractOptions, extract_frames
+from facelab.workspace import Workspace, list_images
+
+STATE = "swap.json"
+FORMAT_BY_SUFFIX = {".mp4": "mp4", ".avi": "avi", ".mov": "mov-alpha", ".webm": "webm-alpha"}
+DEFAULT_MINUTES = 30.0
+
+
+@dataclass
+class SwapOptions:
+    src: Path  # a video, or a folder of images
+    dst: Path  # a video
+    output: Path
+    model_name: str = "swap"
+    preset: str = "quick96"
+    overrides: dict[str, Any] = field(default_factory=dict)  # model options of a new model
+    batch_size: int | None = None
+    iterations: int | None = None  # train until this iteration …
+    minutes: float | None = None  # … or for this many minutes in all (default 30)
+    merge: MergeOptions = field(default_factory=MergeOptions)
+    device: str = "auto"
+    precision: str = "auto"
+    src_fps: float | None = None  # subsample the src video's frames
+    preview_every: int = 100
+
+
+@dataclass
+class SwapReport:
+    workspace: Path
+    output: Path
+    faces: list[FaceExtractReport] = field(default_factory=list)
+    iteration: int = 0
+    trained_minutes: float = 0.0
+    merged_frames: int = 0
+    assembled: AssembleReport | None = None
+    preview: Path | None = None
+
+
+def _place_input(ws: Workspace, side: str, source: Path) -> list[Path] | None:
+    """Copy a video in as data_<side>.<ext> (or, for src, a folder of images into
+    data_src/); None for an image folder. A different file already there is an error."""
+    if not source.exists():
+        raise FacelabError(f"{source} does not exist.")
+    if source.is_dir():
+        if side != "src":
+            raise FacelabError(f"dst must be a video, not the folder {source}.")
+        images = list_images(source)
+        if not images:
+            raise FacelabError(f"{source} holds no images.")
+        frames = ws.frames_dir("src")
+        frames.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(images, 1):
+            target = frames / f"{i:05d}{image.suffix.lower()}"
+            if not target.exists():
+                shutil.copyfile(image, target)
+        return None
+    existing = sorted(p for p in ws.root.glob(f"data_{side}.*") if p.is_file())
+    target = ws.root / f"data_{side}{source.suffix.lower()}"
+    if existing:
+        if existing[0].stat().st_size != source.stat().st_size:
+            raise FacelabError(f"{ws.root} already holds another {existing[0].name}: use a "
+                               "new workspace (-w) for another pair of videos.")
+        return [existing[0]]
+    shutil.copyfile(source, target)
+    return [target]
+
+
+def _train(ws: Workspace, opts: SwapOptions, reporter: Reporter,
+           stop: threading.Event | None) -> tuple[int, float, Path | None]:
+    """Train toward the budget; returns (iteration, minutes trained in all, preview)."""
+    from facelab.train import checkpoint
+    from facelab.train.trainer import TrainOptions, peek, train
+
+    state_path = ws.root / STATE
+    try:
+        state = read_json(state_path)
+    except (OSError, ValueError):
+        state = {}
+    spent = float(state.get("train_seconds", 0.0))
+    budget = None if opts.iterations is not None else (opts.minutes or DEFAULT_MINUTES) * 60
+    exists = checkpoint.exists(ws.model_dir, opts.model_name)
+    doc = peek(ws.model_dir, opts.model_name) if exists else None
+    it = int(doc["state"]["iteration"]) if doc else 0
+    if (opts.iterations is not None and it >= opts.iterations) or (
+            budget is not None and spent >= budget):
+        reporter.info(f"Training done earlier (iteration {it}); skipping.")
+        return it, spent / 60, None
+    timer_stop = stop or threading.Event()
+    expired = threading.Event()
+
+    def time_up() -> None:
+        expired.set()
+        timer_stop.set()
+
+    timer = None
+    if budget is not None:
+        timer = threading.Timer(budget - spent, time_up)
+        timer.daemon = True
+        timer.start()
+    t0 = time.monotonic()
+    try:
+        rep = train(ws, TrainOptions(
+            model_name=opts.model_name, preset=None if exists else opts.preset,
+            overrides={} if exists else dict(opts.overrides), batch_size=opts.batch_size,
+            target_iteration=opts.iterations or 0, device=opts.device,
+            precision=opts.precision, preview_every=opts.preview_every,
+        ), reporter, timer_stop)
+    finally:
+        if timer is not None:
+            timer.cancel()
+        spent += time.monotonic() - t0
+        write_json(state_path, {**state, "train_seconds": round(spent, 1)})
+    if timer_stop.is_set() and not expired.is_set():
+        raise FacelabError(f"Stopped while training (saved at iteration {rep.iteration}); "
+                           "run the same command again to go on.")
+    return rep.iteration, spent / 60, rep.preview
+
+
+def run_swap(ws: Workspace, opts: SwapOptions, reporter: Reporter = NULL,
+             stop: threading.Event | None = None) -> SwapReport:
+    """Run every stage; see the module docstring."""
+    fmt = FORMAT_BY_SUFFIX.get(opts.output.suffix.lower())
+    if fmt is None:
+        raise FacelabError(f"The output must end in {', '.join(FORMAT_BY_SUFFIX)}, "
+                           f"not {opts.output.name!r}.")
+    opts.merge.validate()
+    if opts.iterations is not None and opts.minutes is not None:
+        raise FacelabError("Give --iterations or --minutes, not both.")
+    ws.init()
+    report = SwapReport(ws.root, opts.output)
+    src_inputs = _place_input(ws, "src", opts.src)
+    dst_inputs = _place_input(ws, "dst", opts.dst)
+    if src_inputs is not None:
+        fps = None
+        if opts.src_fps:
+            from fractions import Fraction
+
+            fps = Fraction(opts.src_fps).limit_denominator(1001)
+        extract_frames(ws, "src", src_inputs, ExtractOptions(fps=fps), reporter)
+    extract_frames(ws, "dst", dst_inputs, reporter=reporter)
+    for side in ("src", "dst"):
+        report.faces.append(extract_faces(ws, side, reporter=reporter))  # type: ignore[arg-type]
+    report.iteration, report.trained_minutes, report.preview = _train(ws, opts, reporter, stop)
+    from facelab.merge.merger import merge
+
+    merged = merge(ws, opts.model_name, opts.merge, reporter, device=opts.device)
+    report.merged_frames = merged.frames
+    report.assembled = assemble(ws, AssembleOptions(format=fmt, output=opts.output), reporter)
+    return report

@@ -1,0 +1,48 @@
+"""`facelab swap` end to end on two GRID clips, with a handful of iterations."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import pytest
+
+from tests.conftest import assert_one_line_error, data_file, run_facelab
+
+pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 (installed by `make test`)")
+
+TINY = ["--preset", "quick96", "--batch-size", "2", "--src-fps", "5"]
+
+
+def test_swap_keeps_frames_rate_audio_and_is_marked(tmp_path: Path):
+    src, dst = data_file("grid/speaker_b.mpg"), data_file("grid/speaker_a_1.mpg")
+    out = tmp_path / "result.mp4"
+    ws = tmp_path / "ws"
+    res = run_facelab("-w", ws, "swap", src, dst, "-o", out, "--iterations", "2", *TINY)
+    assert res.rc == 0, res.err
+    assert "Result:" in res.out and "iteration 2" in res.out
+    with av.open(str(dst)) as a, av.open(str(out)) as b:
+        va, vb = a.streams.video[0], b.streams.video[0]
+        frames_a = sum(1 for _ in a.decode(va))
+        frames_b = sum(1 for _ in b.decode(vb))
+        assert frames_b == frames_a == 75
+        assert Fraction(vb.average_rate) == Fraction(va.average_rate) == 25
+        assert b.streams.audio and abs(float(b.duration) / 1e6 - 3.0) < 0.1
+    assert run_facelab("verify", out).rc == 0
+    # again: everything is done, nothing is redone
+    again = run_facelab("-w", ws, "swap", src, dst, "-o", out, "--iterations", "2", *TINY)
+    assert again.rc == 0 and "up to date" in again.out, again
+    # a different dst in the same workspace is refused
+    other = run_facelab("-w", ws, "swap", src, data_file("grid/speaker_c.mpg"), "-o", out,
+                        "--iterations", "2", *TINY)
+    assert_one_line_error(other, "already holds another")
+
+
+def test_swap_bad_input_is_one_line(tmp_path: Path):
+    dst = data_file("grid/speaker_a_1.mpg")
+    res = run_facelab("-w", tmp_path / "ws", "swap", tmp_path / "missing.mp4", dst, "-o",
+                      tmp_path / "r.mp4")
+    assert_one_line_error(res, "does not exist")
+    res = run_facelab("-w", tmp_path / "ws", "swap", dst, dst, "-o", tmp_path / "r.gif")
+    assert_one_line_error(res, ".mp4")
