@@ -34,6 +34,7 @@ DEFAULT_MINUTES = 30.0
 @dataclass
 class SwapOptions:
     src: Path  # a video, or a folder of images
+    more_src: tuple[Path, ...] = ()  # more videos of the src person (data_src_2.*, …)
     dst: Path  # a video
     output: Path
     model_name: str = "swap"
@@ -154,6 +155,15 @@ def run_swap(ws: Workspace, opts: SwapOptions, reporter: Reporter = NULL,
     ws.init()
     report = SwapReport(ws.root, opts.output)
     src_inputs = _place_input(ws, "src", opts.src)
+    if opts.more_src and src_inputs is None:
+        raise FacelabError("More src videos go with a src video, not an image folder.")
+    for i, more in enumerate(opts.more_src, 2):
+        target = ws.root / f"data_src_{i}{more.suffix.lower()}"
+        if not more.is_file():
+            raise FacelabError(f"{more} does not exist.")
+        if more.resolve() != target.resolve() and not target.exists():
+            shutil.copyfile(more, target)
+        src_inputs = [*(src_inputs or []), target]
     dst_inputs = _place_input(ws, "dst", opts.dst)
     if src_inputs is not None:
         fps = None

@@ -1,12 +1,13 @@
-"""`facelab demo`: the whole workflow, as far as it is built, on the bundled GRID clips."""
+"""`facelab demo`: the whole swap on the bundled GRID clips, within 10 minutes on a CPU."""
 
 from pathlib import Path
 
 import typer
 
-from facelab.cli.common import command, state
+from facelab.cli.common import command, state, stop_on_signals
+from facelab.cli.swap_cmd import print_swap
 from facelab.cli.ui import out
-from facelab.demo import run_demo
+from facelab.errors import FacelabError
 from facelab.workspace import Workspace
 
 DEMO_WORKSPACE = Path("demo_workspace")
@@ -16,29 +17,25 @@ def register(app: typer.Typer) -> None:
     command(app, "demo")(demo)
 
 
-def demo(fresh: bool = typer.Option(False, "--fresh", help="Start from an empty workspace "
-                                    "(the old contents move to its .trash/).")) -> None:
-    """Run every stage built so far on the bundled GRID clips (speaker A as src, speaker B
-    as dst; CC BY 4.0, see examples/README.md), in ./demo_workspace unless -w is given."""
+def demo(
+    fresh: bool = typer.Option(False, "--fresh", help="Start from an empty workspace "
+                               "(the old contents move to its .trash/)."),
+    minutes: float | None = typer.Option(None, "--minutes", show_default=False,
+                                         help="Training budget (default 6 minutes)."),
+) -> None:
+    """Swap GRID speaker A's face onto speaker B (the bundled clips, CC BY 4.0, see
+    examples/README.md), in ./demo_workspace unless -w is given: extract, train for a few
+    minutes, merge, assemble result.mp4, and write side_by_side.png (dst | result)."""
+    from facelab.demo import MINUTES, run_demo
+
+    if minutes is not None and minutes <= 0:
+        raise FacelabError("--minutes must be more than 0.")
     st = state()
     ws = Workspace(st.workspace) if st.workspace else Workspace(DEMO_WORKSPACE)
-    rep = run_demo(ws, fresh=fresh, reporter=st.reporter)
-    out.print(f"[bold]Demo workspace: {rep.workspace}[/]")
-    if rep.copied:
-        out.print(f"  copied the example clips in as {', '.join(rep.copied)}")
-    for ex in rep.extracted:
-        out.print(f"  {ex.side} frames: {ex.frames_total} in {ex.out_dir}")
-    for f in rep.faces:
-        debug = (f"; debug frames in {ws.aligned_debug_dir(f.side)}"
-                 if f.side == "dst" else "")
-        out.print(f"  {f.side} faces: {f.faces_written} written now, in "
-                  f"{ws.aligned_dir(f.side)}{debug}")
-    a = rep.assembled
-    if a is not None:
-        if a.skipped:
-            out.print(f"  video round trip (up to date): {a.output}")
-        else:
-            out.print(f"  video round trip: {a.output} — {a.frames} frames, {a.fps} fps, "
-                      f"audio: {a.audio or 'none'}")
-    out.print("Training and merging land in later releases; "
-              "`facelab workspace info -w " f"{rep.workspace}` shows everything.")
+    with stop_on_signals() as stop:
+        rep = run_demo(ws, fresh=fresh, reporter=st.reporter,
+                       minutes=minutes or MINUTES, stop=stop)
+    print_swap(rep.swap, ws)
+    out.print(f"  side by side (dst | result): {rep.side_by_side}")
+    out.print(f"Train longer with `facelab train -w {ws.root} --model-name demo`, then "
+              f"`facelab merge` and `facelab video assemble` again.")
