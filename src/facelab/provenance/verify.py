@@ -1,8 +1,8 @@
 """`verify`: which provenance marks a file carries, found by a list of detectors.
 
-Each detector looks at one identified file and returns findings; the metadata detector is
-the only one now. An invisible-watermark detector (pixels, so it survives uploads that
-strip metadata) joins `DETECTORS` later without changing the callers.
+Each detector looks at one identified file and returns findings: the metadata detector
+(XMP, container tags) and the invisible-watermark detector (pixels, so it survives uploads
+that strip metadata; see watermark/ and docs/WATERMARK.md).
 """
 
 from __future__ import annotations
@@ -13,11 +13,20 @@ from typing import Protocol
 
 import av
 import av.error
+import cv2
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from facelab.provenance.image import image_type, read_mark
-from facelab.provenance.mark import Mark, UnreadableFile, require_file
+from facelab.provenance.mark import (
+    TOOL,
+    TRAINED_ALGORITHMIC_MEDIA,
+    Mark,
+    UnreadableFile,
+    require_file,
+)
 from facelab.provenance.video import container_marks
+from facelab.provenance.watermark import detect_clip, detect_watermark, model_hash
 
 
 @dataclass(frozen=True)
@@ -30,7 +39,7 @@ class Media:
 
 @dataclass(frozen=True)
 class Finding:
-    detector: str  # "metadata"
+    detector: str  # "metadata", "watermark"
     where: str  # "PNG XMP", "container metadata", …
     mark: Mark
 
@@ -66,7 +75,70 @@ class MetadataDetector:
         return []  # other image formats: no metadata mark written or read (yet)
 
 
-DETECTORS: list[Detector] = [MetadataDetector()]
+class WatermarkDetector:
+    """facelab's invisible watermark in an image, or in up to SAMPLE frames spread over a
+    video. A video is marked when the frames' summed evidence scores Z ≥ the threshold (the
+    per-frame share is reported beside it; see docs/WATERMARK.md for why the sum decides)."""
+
+    name = "watermark"
+    SAMPLE = 60
+    MAX_HEIGHT = 1080  # taller frames are averaged down first: the pattern scales with height
+
+    def detect(self, media: Media) -> list[Finding]:
+        if media.kind == "video":
+            result = detect_clip(self._video_frames(media.path))
+            if not result.clip.found:
+                return []
+            n, found = len(result.frames), sum(d.found for d in result.frames)
+            where = (f"watermark in {found} of {n} sampled frames ({100 * found / n:.0f} %), "
+                     f"clip Z {result.clip.score:.1f}")
+            return [self._finding(where, result.clip.payload)]
+        d = detect_watermark(self._image(media.path))
+        return [self._finding(f"watermark, Z {d.score:.1f}", d.payload)] if d.found else []
+
+    def _finding(self, where: str, payload: int | None) -> Finding:
+        model = model_hash(payload) if payload is not None else None
+        where += f", payload {payload:08x}" if payload is not None else ", payload unreadable"
+        return Finding(self.name, where, Mark(TRAINED_ALGORITHMIC_MEDIA, TOOL,
+                                              model_id=f"sha256:{model}…" if model else ""))
+
+    def _image(self, path: Path) -> np.ndarray:
+        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if gray is None:  # a format OpenCV lacks: Pillow identified it
+            with Image.open(path) as im:
+                gray = np.asarray(im.convert("L"))
+        return self._fit(gray)
+
+    def _fit(self, gray: np.ndarray) -> np.ndarray:
+        h, w = gray.shape
+        if h <= self.MAX_HEIGHT:
+            return gray
+        return cv2.resize(gray, (round(w * self.MAX_HEIGHT / h), self.MAX_HEIGHT),
+                          interpolation=cv2.INTER_AREA)
+
+    def _video_frames(self, path: Path) -> list[np.ndarray]:
+        """Luma of up to SAMPLE frames spread evenly over the video (decoded in order)."""
+        with _open_video(path) as c:
+            stream = c.streams.video[0]
+            total = stream.frames or 0
+            if not total and stream.duration and stream.average_rate:
+                total = int(stream.duration * stream.time_base * stream.average_rate)
+            keep = (set(np.linspace(0, total - 1, self.SAMPLE).round().astype(int).tolist())
+                    if total > self.SAMPLE else None)
+            grays = []
+            try:
+                for i, frame in enumerate(c.decode(stream)):
+                    if keep is None or i in keep:
+                        grays.append(self._fit(frame.to_ndarray(format="gray")))
+            except av.error.FFmpegError:
+                pass  # a damaged tail: judge the frames that decoded
+        if keep is None and len(grays) > self.SAMPLE:
+            idx = np.linspace(0, len(grays) - 1, self.SAMPLE).round().astype(int)
+            grays = [grays[i] for i in idx]
+        return grays
+
+
+DETECTORS: list[Detector] = [MetadataDetector(), WatermarkDetector()]
 
 
 def identify(path: Path) -> Media:

@@ -1,0 +1,89 @@
+"""The keyed pattern: a TILE×TILE tile of ±1 cells, repeated over the frame, each cell
+CELLS_PER_HEIGHT-th of the frame's height, so that resizing keeps it in place relative to
+the picture and a crop only shifts it (a cyclic shift of the tile, which detection searches).
+
+Cells are either pilot cells (a fixed keyed ±1 chip: what detection synchronises on and
+scores) or data cells (a keyed chip times one coded payload bit). Which is which, the chips,
+and the bit each data cell carries all come from the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from facelab.provenance.watermark import code
+
+TILE = 32  # cells per tile side
+PILOT_CELLS = TILE * TILE - 2 * code.CODED_BITS  # 640 pilot, 384 data (each coded bit twice)
+CELLS_PER_HEIGHT = 45  # 8-px cells at 360p
+SAMPLES = 2  # detection samples per cell (per axis)
+DEFAULT_KEY = b"facelab-watermark-v1"  # public on purpose: anyone may verify
+
+
+def key_bytes(key: bytes | str) -> bytes:
+    return key.encode() if isinstance(key, str) else bytes(key)
+
+
+@dataclass(frozen=True)
+class Layout:
+    chips: np.ndarray  # TILE×TILE float32 ±1
+    pilot: np.ndarray  # TILE×TILE bool
+    bit: np.ndarray  # TILE×TILE int: coded bit a data cell carries, −1 on pilot cells
+
+
+@lru_cache(maxsize=8)
+def layout(key: bytes) -> Layout:
+    seed = int.from_bytes(hashlib.sha256(b"facelab-wm-layout\0" + key).digest()[:8], "big")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(TILE * TILE)
+    bit = np.full(TILE * TILE, -1, np.int64)
+    bit[order[PILOT_CELLS:]] = np.arange(TILE * TILE - PILOT_CELLS) % code.CODED_BITS
+    chips = rng.choice(np.array([-1.0, 1.0], np.float32), TILE * TILE)
+    return Layout(chips.reshape(TILE, TILE), (bit < 0).reshape(TILE, TILE),
+                  bit.reshape(TILE, TILE))
+
+
+def tile_values(lay: Layout, payload: int) -> np.ndarray:
+    """The TILE×TILE cell values (±1) carrying `payload`."""
+    coded = code.encode(payload)
+    return np.where(lay.pilot, 1.0, coded[np.maximum(lay.bit, 0)]).astype(np.float32) * lay.chips
+
+
+def cell_size(height: int) -> float:
+    return height / CELLS_PER_HEIGHT
+
+
+def render(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The tile `values` repeated over a height×width frame, cubic-interpolated between cell
+    centres (a smooth pattern: no cell edges to see), RMS 1, float32."""
+    c = cell_size(height)
+    ny, nx = math.ceil(height / c) + 3, math.ceil(width / c) + 3
+    grid = np.tile(values, (ny // TILE + 1, nx // TILE + 1))[:ny, :nx]
+    off = 0.5 / c - 0.5  # pixel centre (y + 0.5) sits at cell coordinate (y + 0.5) / c − 0.5
+    m = np.float32([[1 / c, 0, off], [0, 1 / c, off]])
+    out = cv2.warpAffine(grid, m, (width, height), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_REFLECT)
+    return out / np.float32(np.sqrt(np.mean(out * out)))
+
+
+def tile_template(values: np.ndarray) -> np.ndarray:
+    """What one tile of `values` looks like on the detection grid (SAMPLES per cell), as
+    rendered at 8 px per cell and averaged down: the matched filter before high-pass."""
+    fine = render_periodic(values, 8)
+    n = TILE * SAMPLES
+    return cv2.resize(fine, (n, n), interpolation=cv2.INTER_AREA)
+
+
+def render_periodic(values: np.ndarray, px: int) -> np.ndarray:
+    """One period of the pattern at `px` pixels per cell (exactly periodic: wraps at its edges)."""
+    big = np.tile(values, (3, 3))
+    n = TILE * px
+    off = 0.5 / px - 0.5
+    m = np.float32([[1 / px, 0, off + TILE], [0, 1 / px, off + TILE]])
+    return cv2.warpAffine(big, m, (n, n), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)
