@@ -128,7 +128,7 @@ class TrainStep:
             raise FacelabError("Optimizer modes 2 and 3 work with --precision bf16 or fp32, "
                                "not fp16.")
         self.model, self.mo, self.device = model, mo, device
-        self.forward_model = forward or model  # e.g. torch.compile(model)
+        self.forward_model = forward if forward is not None else model  # e.g. torch.compile
         self.precision = precision
         set_recompute(model, mode == 3)
         self.optimizer: Any
