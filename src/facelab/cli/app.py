@@ -8,6 +8,7 @@ from facelab import __version__
 from facelab.cli import (
     demo_cmd,
     faces_cmd,
+    faceset_cmd,
     merge_cmd,
     swap_cmd,
     train_cmd,
@@ -41,6 +42,7 @@ app = typer.Typer(
 app.add_typer(workspace_cmd.app, name="workspace")
 app.add_typer(video_cmd.app, name="video")
 faces_cmd.register(app)
+faceset_cmd.register(app)
 demo_cmd.register(app)
 train_cmd.register(app)
 merge_cmd.register(app)

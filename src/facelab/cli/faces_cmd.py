@@ -5,6 +5,7 @@ from pathlib import Path
 
 import typer
 
+from facelab.cli import faceset_cmd
 from facelab.cli.common import command, group, state
 from facelab.cli.ui import out
 from facelab.errors import FacelabError
@@ -20,6 +21,7 @@ faceset = group("Inspect and bring in facesets (aligned faces with their metadat
 
 def register(app: typer.Typer) -> None:
     command(app, "extract")(extract)
+    faceset_cmd.add_commands(faceset)
     app.add_typer(faceset, name="faceset")
 
 
