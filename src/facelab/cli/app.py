@@ -7,6 +7,7 @@ import typer
 from facelab import __version__
 from facelab.cli import (
     demo_cmd,
+    eval_cmd,
     faces_cmd,
     faceset_cmd,
     merge_cmd,
@@ -48,6 +49,7 @@ train_cmd.register(app)
 merge_cmd.register(app)
 swap_cmd.register(app)
 verify_cmd.register(app)
+eval_cmd.register(app)
 
 
 def _version(value: bool) -> None:
