@@ -1,0 +1,241 @@
+"""Watermark bench (issue 8): robustness, false positives, invisibility and cost of
+`provenance/watermark`.
+
+Marked material: every frame of the shared clips (GRID speakers A1, A2, B, C, D at 360×288
+and the Pexels clip at 640×360) passed through `mark_frame`, as `facelab merge` writes its
+frames. Each attack is applied to every frame, then the clip is encoded with PyAV libx264
+(yuv420p, preset medium, no metadata at all) and decoded; per row:
+
+* share: marked frames whose watermark is found (every decoded frame, alone), per clip kind;
+* videos: marked clips called synthetic by `detect_clip` on 60 frames spread over the clip
+  (what `facelab verify` does), and whose summed evidence gives the exact payload;
+* the same attack on the unmarked clips: videos called synthetic (must be 0).
+
+False positives: every frame of the same clips unmarked, plus their mirror images and 10 %
+crops (≥ 2,000 real frames), each alone; also after CRF 30 + 50 %. Z quantiles are printed
+to show the margin to Z_THRESHOLD.
+
+Usage: .venv/bin/python bench/watermark.py [--frames N]  (N: first N frames per clip)
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from facelab.provenance import Mark
+from facelab.provenance.watermark import Z_THRESHOLD, detect, detect_clip, mark_frame, model_payload
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+CLIPS = ["grid/speaker_a_1.mpg", "grid/speaker_a_2.mpg", "grid/speaker_b.mpg",
+         "grid/speaker_c.mpg", "grid/speaker_d.mpg", "pexels/woman_pose_variety.mp4"]
+MARK = Mark.synthetic("quick96:bench0001")
+PAYLOAD = model_payload(MARK.model_id)
+
+Frames = list[np.ndarray]
+
+
+def read(path: Path, limit: int | None) -> Frames:
+    with av.open(str(path)) as c:
+        out = []
+        for f in c.decode(video=0):
+            out.append(f.to_ndarray(format="bgr24"))
+            if limit and len(out) >= limit:
+                break
+    return out
+
+
+def encode(frames: Frames, crf: int | None, rate: int = 25) -> list[np.ndarray]:
+    """H.264 at `crf` (None: no encode) → decoded luma frames. Sizes are made even."""
+    if crf is None:
+        return [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames]
+    h, w = frames[0].shape[:2]
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=rate)
+        s.width, s.height, s.pix_fmt = w // 2 * 2, h // 2 * 2, "yuv420p"
+        s.options = {"crf": str(crf), "preset": "medium"}
+        for f in frames:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f[:h // 2 * 2, :w // 2 * 2]),
+                                            format="bgr24")
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    buf.seek(0)
+    with av.open(buf) as c:
+        return [f.to_ndarray(format="gray") for f in c.decode(video=0)]
+
+
+def scale(k: float) -> Callable[[np.ndarray], np.ndarray]:
+    def f(im: np.ndarray) -> np.ndarray:
+        h, w = im.shape[:2]
+        return cv2.resize(im, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+    return f
+
+
+def crop(side: str, k: float = 0.1) -> Callable[[np.ndarray], np.ndarray]:
+    def f(im: np.ndarray) -> np.ndarray:
+        h, w = im.shape[:2]
+        dy, dx = round(h * k), round(w * k)
+        return {"left": im[:, dx:], "right": im[:, :w - dx], "top": im[dy:],
+                "bottom": im[:h - dy]}[side]
+    return f
+
+
+def letterbox(aspect: float = 16 / 9) -> Callable[[np.ndarray], np.ndarray]:
+    """Fit into a 640×360 canvas (16:9) with black bars; a 16:9 frame goes into 640×480."""
+    def f(im: np.ndarray) -> np.ndarray:
+        h, w = im.shape[:2]
+        cw, ch = (640, 360) if abs(w / h - aspect) > 0.01 else (640, 480)
+        k = min(cw / w, ch / h)
+        small = cv2.resize(im, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+        out = np.zeros((ch, cw, 3), np.uint8)
+        y, x = (ch - small.shape[0]) // 2, (cw - small.shape[1]) // 2
+        out[y:y + small.shape[0], x:x + small.shape[1]] = small
+        return out
+    return f
+
+
+def brightness(k: float) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda im: np.clip(im.astype(np.float32) * k, 0, 255).astype(np.uint8)
+
+
+def chain(*fs: Callable) -> Callable[[np.ndarray], np.ndarray]:
+    def f(im: np.ndarray) -> np.ndarray:
+        for g in fs:
+            im = g(im)
+        return im
+    return f
+
+
+ident = chain()
+ATTACKS: list[tuple[str, Callable, int | None]] = [
+    ("none (PNG)", ident, None),
+    ("CRF 23", ident, 23),
+    ("CRF 30", ident, 30),
+    ("CRF 35", ident, 35),
+    ("50 % (lossless)", scale(0.5), None),
+    ("33 % (lossless)", scale(1 / 3), None),
+    ("CRF 23 + 50 %", scale(0.5), 23),
+    ("CRF 30 + 50 %, no metadata", scale(0.5), 30),
+    ("CRF 30 + 33 %", scale(1 / 3), 30),
+    ("CRF 30 + crop 10 % left", crop("left"), 30),
+    ("CRF 30 + crop 10 % right", crop("right"), 30),
+    ("CRF 30 + crop 10 % top", crop("top"), 30),
+    ("CRF 30 + crop 10 % bottom", crop("bottom"), 30),
+    ("CRF 30 + letterbox", letterbox(), 30),
+    ("CRF 30 + brightness +10 %", brightness(1.1), 30),
+    ("CRF 30 + brightness −10 %", brightness(0.9), 30),
+]
+
+
+def sample60(grays: list[np.ndarray]) -> list[np.ndarray]:
+    idx = np.linspace(0, len(grays) - 1, min(60, len(grays))).round().astype(int)
+    return [grays[i] for i in idx]
+
+
+def robustness(clips: dict[str, Frames], marked: dict[str, Frames]) -> None:
+    print("\n| attack | GRID frames found | Pexels frames found | payload read (frames) "
+          "| marked videos called synthetic | clip payload read | min clip Z "
+          "| unmarked videos called synthetic |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, f, crf in ATTACKS:
+        found = {"grid": [0, 0], "pexels": [0, 0]}
+        payload_ok, total, vids, vpay, zmin, fps = 0, 0, 0, 0, np.inf, 0
+        for clip, frames in marked.items():
+            grays = encode([f(x) for x in frames], crf)
+            dets = [detect(g) for g in grays]
+            kind = clip.split("/")[0]
+            found[kind][0] += sum(d.found for d in dets)
+            found[kind][1] += len(dets)
+            payload_ok += sum(d.payload == PAYLOAD for d in dets)
+            total += len(dets)
+            c = detect_clip(sample60(grays)).clip
+            vids += c.found
+            vpay += c.payload == PAYLOAD
+            zmin = min(zmin, c.score)
+            u = detect_clip(sample60(encode([f(x) for x in clips[clip]], crf))).clip
+            fps += u.found
+        pct = lambda a: f"{100 * a[0] / a[1]:.1f} %"  # noqa: E731
+        print(f"| {name} | {pct(found['grid'])} | {pct(found['pexels'])} | "
+              f"{100 * payload_ok / total:.1f} % | {vids}/{len(marked)} | {vpay}/{len(marked)} | "
+              f"{zmin:.1f} | "
+              f"{fps}/{len(marked)} |", flush=True)
+
+
+def false_positives(clips: dict[str, Frames]) -> None:
+    real = [x for frames in clips.values() for x in frames]
+    sets = {"unmarked frames": real,
+            "mirrored": [x[:, ::-1] for x in real],
+            "10 % crop (top-left)": [crop("left")(crop("top")(x)) for x in real]}
+    zs = []
+    print("\n| unmarked set | frames | flagged | max Z | Z 99.9 % quantile |")
+    print("|---|---|---|---|---|")
+    for name, frames in sets.items():
+        z = np.array([detect(x).score for x in frames])
+        zs.append(z)
+        print(f"| {name} | {len(z)} | {(z >= Z_THRESHOLD).sum()} | {z.max():.2f} | "
+              f"{np.quantile(z, 0.999):.2f} |", flush=True)
+    grays = [g for frames in clips.values() for g in encode([scale(0.5)(x) for x in frames], 30)]
+    z = np.array([detect(g).score for g in grays])
+    zs.append(z)
+    print(f"| CRF 30 + 50 % | {len(z)} | {(z >= Z_THRESHOLD).sum()} | {z.max():.2f} | "
+          f"{np.quantile(z, 0.999):.2f} |")
+    allz = np.concatenate(zs)
+    print(f"| all | {allz.size} | {(allz >= Z_THRESHOLD).sum()} | {allz.max():.2f} | "
+          f"{np.quantile(allz, 0.999):.2f} |  (threshold Z ≥ {Z_THRESHOLD})")
+
+
+def invisibility(clips: dict[str, Frames], marked: dict[str, Frames]) -> None:
+    print("\n| clip | PSNR mean | PSNR min |")
+    print("|---|---|---|")
+    for clip in clips:
+        p = [cv2.PSNR(a, b) for a, b in zip(clips[clip], marked[clip], strict=True)]
+        print(f"| {clip} | {np.mean(p):.2f} dB | {np.min(p):.2f} dB |")
+
+
+def cost(pexels: Frames) -> None:
+    print("\n| size | embed ms/frame | detect ms/frame |")
+    print("|---|---|---|")
+    for label, size in (("360p", (640, 360)), ("1080p", (1920, 1080))):
+        frames = [cv2.resize(f, size, interpolation=cv2.INTER_CUBIC) for f in pexels[:30]]
+        mark_frame(frames[0], MARK)  # the pattern for this size is made once, then cached
+        t = time.perf_counter()
+        out = [mark_frame(f, MARK) for f in frames]
+        te = (time.perf_counter() - t) * 1e3 / len(frames)
+        t = time.perf_counter()
+        for f in out:
+            detect(f)
+        td = (time.perf_counter() - t) * 1e3 / len(frames)
+        print(f"| {label} | {te:.2f} | {td:.1f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--frames", type=int, default=None)
+    ap.add_argument("--only", choices=["robust", "fp", "psnr", "cost"], default=None)
+    args = ap.parse_args()
+    cv2.setNumThreads(2)
+    clips = {c: read(DATA / c, args.frames) for c in CLIPS}
+    marked = {c: [mark_frame(x, MARK) for x in frames] for c, frames in clips.items()}
+    if args.only in (None, "psnr"):
+        invisibility(clips, marked)
+    if args.only in (None, "cost"):
+        cost(clips[CLIPS[-1]])
+    if args.only in (None, "fp"):
+        false_positives(clips)
+    if args.only in (None, "robust"):
+        robustness(clips, marked)
+
+
+if __name__ == "__main__":
+    main()
