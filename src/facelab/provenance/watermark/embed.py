@@ -30,11 +30,12 @@ def _pattern(height: int, width: int, key: bytes, payload: int) -> np.ndarray:
 
 
 def strength(gray: np.ndarray) -> np.ndarray:
-    """Per-pixel amplitude in grey levels (float32, the frame's size), computed at half
-    resolution (it is smooth; this keeps 1080p cheap)."""
+    """Per-pixel amplitude in grey levels (float32, the frame's size). Computed on a copy
+    averaged down to about 4 pixels per cell: the map is smooth, and this keeps 1080p cheap."""
     h, w = gray.shape
-    small = cv2.resize(gray, (w // 2, h // 2), interpolation=cv2.INTER_AREA).astype(np.float32)
-    c = pattern.cell_size(h) / 2  # a cell, in half-resolution pixels
+    f = max(1, round(pattern.cell_size(h) / 4))
+    small = cv2.resize(gray, (w // f, h // f), interpolation=cv2.INTER_AREA).astype(np.float32)
+    c = pattern.cell_size(h) / f  # a cell, in pixels of `small`
     k = max(3, int(c) | 1)
     band = small - cv2.GaussianBlur(small, (0, 0), c)  # detail at the pattern's own scale
     act = np.sqrt(cv2.blur(band * band, (k, k)))
@@ -43,7 +44,6 @@ def strength(gray: np.ndarray) -> np.ndarray:
     amp = cv2.blur(FLOOR_AMP + (MAX_AMP - FLOOR_AMP) * ramp * ramp * (3 - 2 * ramp), (k, k))
     return cv2.resize(amp, (w, h), interpolation=cv2.INTER_LINEAR)
 
-
 def embed(frame_bgr: np.ndarray, payload: bytes | int,
           key: bytes | str = pattern.DEFAULT_KEY) -> np.ndarray:
     """`frame_bgr` (H×W×3 or ×4 uint8; alpha kept) with the watermark carrying `payload`."""
@@ -51,18 +51,19 @@ def embed(frame_bgr: np.ndarray, payload: bytes | int,
         raise ValueError(f"expected an H×W×3/4 uint8 frame, not {frame_bgr.shape} "
                          f"{frame_bgr.dtype}")
     h, w = frame_bgr.shape[:2]
-    bgr = frame_bgr[..., :3]
-    gray = cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2GRAY)
+    gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGRA2GRAY if frame_bgr.shape[2] == 4
+                        else cv2.COLOR_BGR2GRAY)
     delta = strength(gray)
     delta *= _pattern(h, w, pattern.key_bytes(key), code.as_payload(payload))
     rms = float(np.sqrt(np.mean(delta * delta)))
     if rms > MAX_RMS:
         delta *= MAX_RMS / rms
-    out = frame_bgr.copy()
-    d16 = np.rint(delta).astype(np.int16)
-    out[..., :3] = np.clip(bgr.astype(np.int16) + d16[..., None], 0, 255).astype(np.uint8)
-    return out
-
+    # Saturating uint8 adds of the rounded positive and negative parts: 10× numpy's int16 path.
+    up = cv2.convertScaleAbs(np.maximum(delta, 0))
+    down = cv2.convertScaleAbs(np.minimum(delta, 0))
+    planes = [up] * 3 + ([np.zeros_like(up)] if frame_bgr.shape[2] == 4 else [])
+    downs = [down] * 3 + ([np.zeros_like(down)] if frame_bgr.shape[2] == 4 else [])
+    return cv2.subtract(cv2.add(frame_bgr, cv2.merge(planes)), cv2.merge(downs))
 
 def mark_frame(frame_bgr: np.ndarray, mark: Mark) -> np.ndarray:
     """A merged frame with facelab's watermark for `mark.model_id` (call before encoding)."""
