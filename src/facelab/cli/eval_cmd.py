@@ -36,6 +36,8 @@ def eval_cmd(
         "Where the HTML report goes (default: eval.html beside eval.json's default).")),
     identity_every: int = typer.Option(1, "--identity-every", min=1, help=(
         "Measure identity on every n-th frame only (≈ 0.2 s per face on a CPU).")),
+    identity_faces: int = typer.Option(32, "--identity-faces", min=1, help=(
+        "Faces (spread over the set) that make src's and dst's identity.")),
     max_frames: int | None = typer.Option(None, "--max-frames", min=1, show_default=False,
                                           help="Only the first n frames."),
 ) -> None:
@@ -45,7 +47,7 @@ def eval_cmd(
     st = state()
     inputs = run.EvalInputs(result=result, src=src, dst=dst, out=out_json, report=report_html)
     opts = run.EvalOptions(identity_every=identity_every, max_frames=max_frames,
-                           gallery=gallery)
+                           gallery=gallery, src_faces=identity_faces, dst_faces=identity_faces)
     ev, used = run.run_eval(st.ws, inputs, opts, st.reporter)
     print_summary(ev.summary)
     out.print(f"  eval.json: {used.out}")
@@ -55,7 +57,7 @@ def eval_cmd(
 def print_summary(s: dict) -> None:
     for key, label, goal in report.ROWS:
         v = s.get(key)
-        if v is None and key == "train_minutes":
+        if v is None and key in report.WORKSPACE_ROWS:
             continue
         text = "—" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
         verdict = report.verdict(key, v)

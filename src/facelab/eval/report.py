@@ -31,7 +31,10 @@ ROWS: list[tuple[str, str, tuple[str, float] | None]] = [
     ("face_found_share", "face still found in result", None),
     ("frames", "frames", None),
     ("train_minutes", "training minutes", None),
+    ("train_iteration", "training iteration", None),
+    ("model_preset", "model preset", None),
 ]
+WORKSPACE_ROWS = ("train_minutes", "train_iteration", "model_preset")  # shown when known
 
 
 def verdict(key: str, value: Any) -> str | None:

@@ -8,6 +8,7 @@ compared is the result face nearest dst's (the largest dst face is the one swapp
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,12 +322,24 @@ def _samples(dst: list[np.ndarray], res: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
-def training_minutes(ws: Workspace) -> float | None:
-    """Minutes `facelab swap` trained in this workspace (its swap.json), if it says."""
-    try:
-        return round(float(read_json(ws.root / "swap.json")["train_seconds"]) / 60, 2)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def workspace_facts(ws: Workspace) -> dict[str, Any]:
+    """What the workspace says of the work behind its result: training minutes (swap.json),
+    the model's iteration and preset, the merge options (merged/merge.json). Missing files
+    leave None: the stages can be run by hand."""
+    facts: dict[str, Any] = {"train_minutes": None, "train_iteration": None,
+                             "model_preset": None, "merge_options": None}
+    bad = (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError)
+    with contextlib.suppress(*bad):
+        seconds = float(read_json(ws.root / "swap.json")["train_seconds"])
+        facts["train_minutes"] = round(seconds / 60, 2)
+    states = sorted(ws.model_dir.glob("*_state.json")) if ws.model_dir.is_dir() else []
+    with contextlib.suppress(*bad):
+        st = read_json(states[0])["state"]
+        facts["train_iteration"] = int(st["iteration"])
+        facts["model_preset"] = st["options"].get("preset")
+    with contextlib.suppress(*bad):
+        facts["merge_options"] = read_json(ws.merged_dir / "merge.json")["options"]
+    return facts
 
 
 @dataclass
@@ -380,7 +393,8 @@ def run_eval(ws: Workspace, inp: EvalInputs, opts: EvalOptions | None = None,
     ref = prepare(inp.dst, inp.src, opts, reporter)
     ev = evaluate(inp.result, ref, opts, reporter)
     ev.inputs["src"] = str(inp.src)
-    ev.summary["train_minutes"] = training_minutes(ws) if inp.result.parent == ws.root else None
+    if inp.result.parent == ws.root or inp.result == ws.merged_dir:
+        ev.summary.update(workspace_facts(ws))
     write_json(inp.out, ev.to_json())
     write_report(inp.report, ev)
     return ev, inp

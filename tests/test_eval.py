@@ -1,0 +1,91 @@
+"""`facelab eval` on a real (tiny) swap: GRID A → B with 2 iterations, by the real CLI; the
+eval.json layout, the HTML report, and one-line errors for missing or unreadable inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_one_line_error, data_file, run_facelab
+
+pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 (installed by `make test`)")
+
+SUMMARY_KEYS = {
+    "identity_recognised_as_src", "identity_closer_to_src", "identity_top1",
+    "identity_dist_src", "identity_dist_dst", "sharpness_ratio", "pose_error_deg",
+    "expression_error", "expression_corr", "jitter_ratio", "background_psnr_db",
+    "face_found_share", "frames",
+}
+
+
+@pytest.fixture(scope="module")
+def swapped(tmp_path_factory) -> Path:
+    ws = tmp_path_factory.mktemp("eval") / "ws"
+    res = run_facelab("-w", ws, "swap", data_file("grid/speaker_a_1.mpg"),
+                      data_file("grid/speaker_b.mpg"), "-o", ws / "result.mp4",
+                      "--iterations", "2", "--batch-size", "2", "--src-fps", "5", "-q")
+    assert res.rc == 0, res.err
+    return ws
+
+
+@pytest.fixture(scope="module")
+def evaluated(swapped: Path) -> tuple[Path, dict]:
+    res = run_facelab("-w", swapped, "eval", "--identity-every", "8", "--max-frames", "40",
+                      "--identity-faces", "8", "-q")
+    assert res.rc == 0, res.err
+    assert "recognised as src" in res.out and "eval.json" in res.out
+    return swapped, json.loads((swapped / "eval.json").read_text())
+
+
+def test_eval_json_has_the_summary_and_a_row_per_frame(evaluated):
+    _ws, doc = evaluated
+    s = doc["summary"]
+    assert set(s) >= SUMMARY_KEYS
+    assert s["frames"] == 40 and len(doc["frames"]) == 40
+    assert s["face_found_share"] >= 0.9
+    assert 30 < s["background_psnr_db"] < 100  # re-encoded mp4: close, not identical
+    assert s["train_minutes"] is not None
+    row = doc["frames"][0]
+    assert {"frame", "dist_src", "dist_dst", "pose_error_deg", "mouth_dst", "mouth_result",
+            "sharpness_ratio", "background_psnr_db"} <= set(row)
+    # two iterations cannot have learned src: the face is still dst's and eval says so
+    if s["identity_dist_src"] is not None:
+        assert s["identity_recognised_as_src"] == 0.0
+        assert s["identity_dist_dst"] < s["identity_dist_src"]
+
+
+def test_report_is_one_html_file_with_its_plots(evaluated):
+    ws, _ = evaluated
+    text = (ws / "eval.html").read_text()
+    assert text.startswith("<!doctype html>")
+    assert text.count("data:image/png;base64,") >= 5  # curves and distributions
+    assert text.count("data:image/jpeg;base64,") >= 3  # the dst | result strip
+    assert "src=\"http" not in text and "src='http" not in text  # self-contained
+
+
+def test_inputs_given_explicitly_and_outputs_elsewhere(swapped: Path, tmp_path: Path):
+    out, report = tmp_path / "a.json", tmp_path / "a.html"
+    res = run_facelab("eval", "--result", swapped / "data_dst" / "merged", "--dst",
+                      swapped / "data_dst.mpg", "--src", swapped / "data_src" / "aligned",
+                      "--out", out, "--report", report, "--max-frames", "6",
+                      "--identity-every", "6", "--identity-faces", "4", "-q", cwd=tmp_path)
+    assert res.rc == 0, res.err
+    assert json.loads(out.read_text())["summary"]["frames"] == 6
+    assert report.is_file()
+
+
+def test_missing_or_unreadable_result_is_one_line_exit_2(swapped: Path, tmp_path: Path):
+    res = run_facelab("-w", swapped, "eval", "--result", tmp_path / "nope.mp4")
+    assert_one_line_error(res, "nope.mp4", "does not exist")
+    assert res.rc == 2
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    res = run_facelab("-w", swapped, "eval", "--result", bad)
+    assert_one_line_error(res, "bad.mp4")
+    assert res.rc == 2
+    res = run_facelab("-w", tmp_path / "empty", "eval")
+    assert_one_line_error(res, "result")
+    assert res.rc == 2
+    assert not (tmp_path / "eval.json").exists()

@@ -1,0 +1,119 @@
+"""Trust in eval's measures: known-answer "results" made without a model (eval/controls.py)
+on real GRID and Pexels frames, each scored against GRID speaker B as dst and speaker A as
+src, and the summary telling them apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import data_file
+
+pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 (installed by `make test`)")
+
+from facelab.eval import controls, identity, run
+from facelab.eval.sources import load_frames
+
+needs_dlib = pytest.mark.skipif(not identity.available(),
+                                reason="identity needs the [dlib] extra")
+OPTS = run.EvalOptions(identity_every=4, src_faces=12, dst_faces=12, max_frames=50)
+
+
+@pytest.fixture(scope="module")
+def ref() -> run.Reference:
+    return run.prepare(data_file("grid/speaker_b.mpg"), data_file("grid/speaker_a_1.mpg"), OPTS)
+
+
+@pytest.fixture(scope="module")
+def src_faces(ref: run.Reference) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Speaker A's real faces: every frame of clip 1 with its landmarks."""
+    return run._faces_of(data_file("grid/speaker_a_1.mpg"), ref.extractor, 75)
+
+
+def score(tmp_path: Path, name: str, frames: list[np.ndarray], ref: run.Reference,
+          opts: run.EvalOptions = OPTS) -> dict:
+    folder = controls.write_frames(tmp_path / name, frames)
+    return run.evaluate(folder, ref, opts).summary
+
+
+@pytest.fixture(scope="module")
+def dst_itself(ref: run.Reference, tmp_path_factory) -> dict:
+    return score(tmp_path_factory.mktemp("dst"), "dst", ref.frames, ref)
+
+
+@pytest.fixture(scope="module")
+def average(ref: run.Reference, src_faces, tmp_path_factory) -> dict:
+    """The trap: one blurred average of src's faces pasted into every dst frame."""
+    aligned = [(crop_aligned(img, pts)) for img, pts in src_faces[::3]]
+    face = controls.average_face(aligned)
+    frames = controls.paste_faces(ref.frames, ref.faces, [face])
+    return score(tmp_path_factory.mktemp("avg"), "average", frames, ref)
+
+
+def crop_aligned(image: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from facelab.faces.facetype import FaceType, crop_face, face_transform, transform_points
+
+    mat = face_transform(points, FaceType.WHOLE_FACE, 256)
+    return crop_face(image, mat, 256), transform_points(points, mat)
+
+
+def test_dst_as_its_own_result_is_perfect_and_not_src(dst_itself: dict):
+    s = dst_itself
+    assert s["frames"] == 50 and s["face_found_share"] == 1.0
+    assert s["background_psnr_db"] == 100.0
+    assert s["pose_error_deg"] == 0.0 and s["expression_error"] == 0.0
+    assert s["jitter_ratio"] == pytest.approx(1.0) and s["expression_corr"] == pytest.approx(1.0)
+    assert s["sharpness_ratio"] == pytest.approx(1.0)
+    if identity.available():
+        assert s["identity_recognised_as_src"] == 0.0 and s["identity_closer_to_src"] == 0.0
+        assert s["identity_dist_dst"] < identity.THRESHOLD < s["identity_dist_src"]
+
+
+@needs_dlib
+def test_real_src_faces_pasted_are_recognised_as_src(ref, src_faces, tmp_path: Path):
+    s = score(tmp_path, "pasted", controls.paste_faces(ref.frames, ref.faces, src_faces), ref)
+    assert s["identity_recognised_as_src"] >= 0.9, s
+    assert s["identity_top1"] >= 0.9
+    assert s["identity_dist_src"] < s["identity_dist_dst"]
+    assert s["background_psnr_db"] == 100.0  # only the face was touched
+    assert s["sharpness_ratio"] > 0.5  # a real face, not a blur
+
+
+@needs_dlib
+def test_blurred_average_src_face_is_closer_to_src_but_blurry_and_frozen(average: dict,
+                                                                         dst_itself: dict):
+    s = average
+    assert s["identity_closer_to_src"] >= 0.9  # identity alone is fooled ...
+    assert s["sharpness_ratio"] < 0.6  # ... sharpness is not
+    assert s["expression_corr_mouth"] < 0.5 < dst_itself["expression_corr_mouth"]  # nor mouth
+
+
+@needs_dlib
+def test_dst_with_blurred_face_is_not_src_and_not_sharp(ref, tmp_path: Path):
+    s = score(tmp_path, "blurred", controls.blur_faces(ref.frames, ref.faces, 8.0), ref)
+    assert s["identity_recognised_as_src"] <= 0.1
+    assert s["sharpness_ratio"] < 0.1
+
+
+def test_random_shifts_raise_jitter(ref, tmp_path: Path):
+    opts = run.EvalOptions(identity=False, max_frames=30)
+    s = score(tmp_path, "shake", controls.shake(ref.frames[:30], 3.0), ref, opts)
+    assert s["jitter_ratio"] > 3.0
+    assert s["background_psnr_db"] < 40  # the whole frame moved
+
+
+def test_pose_error_of_a_mirror_image_is_large(tmp_path: Path):
+    """Pexels (head turns): every 16th frame as dst, its mirror image as the result."""
+    frames = load_frames(data_file("pexels/woman_pose_variety.mp4"))[::16]
+    dst = controls.write_frames(tmp_path / "dst", frames)
+    opts = run.EvalOptions(identity=False)
+    r = run.prepare(dst, None, opts)
+    yaw = np.array([f.yaw for f in r.faces if f is not None])
+    assert np.ptp(yaw) > 20  # the clip turns its head
+    itself = run.evaluate(dst, r, opts).summary
+    assert itself["pose_error_deg"] == 0.0
+    mirrored = score(tmp_path, "mirror", controls.mirror(frames), r, opts)
+    assert mirrored["pose_error_deg"] > 5.0
+    assert mirrored["pose_error_yaw_pitch_roll_deg"][0] > 10.0  # yaw changes sign
