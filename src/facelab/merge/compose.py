@@ -22,6 +22,7 @@ from facelab.merge.histmatch import hist_match
 from facelab.merge.options import MergeOptions
 
 Mesher = Callable[[np.ndarray], np.ndarray | None]  # face crop u8 → N×2 crop points
+Enhance = Callable[[np.ndarray, tuple[int, int]], np.ndarray]  # face, (w, h) → larger face
 
 
 @dataclass
@@ -124,21 +125,35 @@ def _seamless(face: np.ndarray, base: np.ndarray, mask: np.ndarray) -> np.ndarra
     return cv2.seamlessClone(face, base, hard, (x + w // 2, y + h // 2), cv2.NORMAL_CLONE)
 
 
-def face_in_crop(opts: MergeOptions, p: Placed,
-                 enhance: Callable[[np.ndarray], np.ndarray] | None) -> np.ndarray:
-    """The predicted face after enhancement, degradation and colour matching (crop space)."""
-    face = p.predicted
-    if enhance is not None:
-        face = enhance(face)
+def upscaled(frame_to_crop: np.ndarray, up: int) -> np.ndarray:
+    """The transform into a crop `up` times larger (pixel centres kept)."""
+    if up == 1:
+        return frame_to_crop
+    out = frame_to_crop.astype(np.float64) * up
+    out[:, 2] += (up - 1) / 2.0
+    return out
+
+
+def face_in_crop(opts: MergeOptions, p: Placed, enhance: Enhance | None,
+                 up: int = 1) -> np.ndarray:
+    """The predicted face after enhancement, degradation and colour matching, in a crop
+    `up` times the model's size (the enhancer's detail only survives at a larger size)."""
+    res = p.predicted.shape[0]
+    size = (res * up, res * up)
+    face = p.predicted if enhance is None else enhance(p.predicted, size)
     if opts.degrade:
         face = bicubic_degrade(face, opts.degrade)
-    hull = hull_mask(_crop_points(p), face.shape[1::-1])
-    ref_mask = hull if p.learned_mask is None else p.learned_mask * hull
+    ref = p.dst_crop if up == 1 else cv2.resize(p.dst_crop, size, interpolation=cv2.INTER_CUBIC)
+    hull = hull_mask(_crop_points(p) * up + (up - 1) / 2.0, size)
+    learned = p.learned_mask
+    if learned is not None and up != 1:
+        learned = cv2.resize(learned, size, interpolation=cv2.INTER_LINEAR)
+    ref_mask = hull if learned is None else learned * hull
     if opts.mode in ("hist-match", "hist-match-bw", "seamless-hist-match"):
-        face = hist_match(face, p.dst_crop, ref_mask, opts.hist_threshold,
+        face = hist_match(face, ref, ref_mask, opts.hist_threshold,
                           bw=opts.mode == "hist-match-bw", masked=opts.masked_hist_match)
     if opts.color != "none" and opts.mode != "hist-match-bw":
-        face = transfer(opts.color, face, p.dst_crop, ref_mask)
+        face = transfer(opts.color, face, ref, ref_mask)
     return np.clip(face, 0, 1).astype(np.float32)
 
 
@@ -148,8 +163,7 @@ def _crop_points(p: Placed) -> np.ndarray:
 
 
 def merge_face(frame: np.ndarray, p: Placed, opts: MergeOptions,
-               mesher: Mesher | None = None,
-               enhance: Callable[[np.ndarray], np.ndarray] | None = None,
+               mesher: Mesher | None = None, enhance: Enhance | None = None,
                ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
     """Merge one face into `frame` (uint8 BGR, not modified).
 
@@ -163,7 +177,9 @@ def merge_face(frame: np.ndarray, p: Placed, opts: MergeOptions,
     size = (x1 - x0, y1 - y0)
     base = frame[y0:y1, x0:x1]
     face_mat = to_roi(out_mat, x0, y0)
-    face = face_in_crop(opts, p, enhance)
+    up = 1 if enhance is None else 2  # an enhanced face is composed at twice the size
+    face = face_in_crop(opts, p, enhance, up)
+    face_mat_up = upscaled(face_mat, up)
 
     mask = np.ones(size[::-1], np.float32)
     parts = opts.mask_parts
@@ -173,9 +189,9 @@ def merge_face(frame: np.ndarray, p: Placed, opts: MergeOptions,
         mask *= np.clip(warp_to_frame(learned, face_mat, size, cubic=False), 0, 1)
     if "prd" in parts:
         pts = mesher((face * 255).round().astype(np.uint8)) if mesher is not None else None
-        prd = hull_mask(pts, (res, res)) if pts is not None else hull_mask(
-            _crop_points(p), (res, res))
-        mask *= warp_to_frame(prd, face_mat, size, cubic=False)
+        prd = hull_mask(pts, (res * up, res * up)) if pts is not None else hull_mask(
+            _crop_points(p) * up + (up - 1) / 2.0, (res * up, res * up))
+        mask *= warp_to_frame(prd, face_mat_up, size, cubic=False)
     if "dst" in parts:
         mask *= hull_mask(np.asarray(p.landmarks) - [x0, y0], size)
     # nothing beyond the warped crop's own area, whatever the parts say
@@ -183,7 +199,7 @@ def merge_face(frame: np.ndarray, p: Placed, opts: MergeOptions,
     mask[mask < 1 / 255] = 0
     mask = erode_blur(mask, opts.erode, opts.blur)
 
-    face_frame = np.clip(warp_to_frame(face, face_mat, size), 0, 1)
+    face_frame = np.clip(warp_to_frame(face, face_mat_up, size), 0, 1)
     if opts.mode == "raw":
         raw = (face_frame * mask[..., None] * 255).round().astype(np.uint8)
         return raw, mask, (x0, y0, x1, y1)

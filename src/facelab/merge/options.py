@@ -46,6 +46,11 @@ class MergeOptions:
         if self.color not in COLORS:
             raise FacelabError(f"Colour transfer must be one of {', '.join(COLORS)}, "
                                f"not {self.color!r}.")
+        from facelab.merge.enhance import ENHANCERS
+
+        if self.super_resolution not in ENHANCERS:
+            raise FacelabError(f"--super-resolution must be one of {', '.join(ENHANCERS)}, "
+                               f"not {self.super_resolution!r}.")
         for name, lo, hi in (("hist_threshold", 0, 255), ("erode", -200, 200),
                              ("blur", -200, 200), ("face_scale", -50, 50), ("degrade", 0, 100),
                              ("color_degrade", 0, 100), ("smooth", 0, MAX_SMOOTH)):
