@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from facelab.eval import controls, run
+from facelab.eval.sources import load_frames
 from facelab.faces.facetype import FaceType, crop_face, face_transform, transform_points
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -40,12 +41,13 @@ COLS = [("identity_closer_to_src", "closer"), ("identity_top1", "top1"),
 
 
 def control_frames(ref: run.Reference, src: Path) -> list[np.ndarray]:
+    frames = load_frames(ref.dst)
     faces = run._faces_of(src, ref.extractor, 40)
     aligned = []
     for img, pts in faces:
         mat = face_transform(pts, FaceType.WHOLE_FACE, 256)
         aligned.append((crop_face(img, mat, 256), transform_points(pts, mat)))
-    return controls.paste_faces(ref.frames, ref.faces, [controls.average_face(aligned)])
+    return controls.paste_faces(frames, ref.faces, [controls.average_face(aligned)])
 
 
 def swap(ws: Path, srcs: tuple[Path, ...], dst: Path, minutes: float) -> tuple[Path, float]:

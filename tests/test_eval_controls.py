@@ -27,6 +27,12 @@ def ref() -> run.Reference:
 
 
 @pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    """dst's frames, to make the controls from."""
+    return load_frames(data_file("grid/speaker_b.mpg"), OPTS.max_frames)
+
+
+@pytest.fixture(scope="module")
 def src_faces(ref: run.Reference) -> list[tuple[np.ndarray, np.ndarray]]:
     """Speaker A's real faces: every frame of clip 1 with its landmarks."""
     return run._faces_of(data_file("grid/speaker_a_1.mpg"), ref.extractor, 75)
@@ -39,17 +45,17 @@ def score(tmp_path: Path, name: str, frames: list[np.ndarray], ref: run.Referenc
 
 
 @pytest.fixture(scope="module")
-def dst_itself(ref: run.Reference, tmp_path_factory) -> dict:
-    return score(tmp_path_factory.mktemp("dst"), "dst", ref.frames, ref)
+def dst_itself(ref: run.Reference, frames, tmp_path_factory) -> dict:
+    return score(tmp_path_factory.mktemp("dst"), "dst", frames, ref)
 
 
 @pytest.fixture(scope="module")
-def average(ref: run.Reference, src_faces, tmp_path_factory) -> dict:
+def average(ref: run.Reference, frames, src_faces, tmp_path_factory) -> dict:
     """The trap: one blurred average of src's faces pasted into every dst frame."""
     aligned = [(crop_aligned(img, pts)) for img, pts in src_faces[::3]]
     face = controls.average_face(aligned)
-    frames = controls.paste_faces(ref.frames, ref.faces, [face])
-    return score(tmp_path_factory.mktemp("avg"), "average", frames, ref)
+    pasted = controls.paste_faces(frames, ref.faces, [face])
+    return score(tmp_path_factory.mktemp("avg"), "average", pasted, ref)
 
 
 def crop_aligned(image: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,8 +78,8 @@ def test_dst_as_its_own_result_is_perfect_and_not_src(dst_itself: dict):
 
 
 @needs_dlib
-def test_real_src_faces_pasted_are_recognised_as_src(ref, src_faces, tmp_path: Path):
-    s = score(tmp_path, "pasted", controls.paste_faces(ref.frames, ref.faces, src_faces), ref)
+def test_real_src_faces_pasted_are_recognised_as_src(ref, frames, src_faces, tmp_path: Path):
+    s = score(tmp_path, "pasted", controls.paste_faces(frames, ref.faces, src_faces), ref)
     assert s["identity_recognised_as_src"] >= 0.9, s
     assert s["identity_top1"] >= 0.9
     assert s["identity_dist_src"] < s["identity_dist_dst"]
@@ -91,29 +97,29 @@ def test_blurred_average_src_face_is_closer_to_src_but_blurry_and_frozen(average
 
 
 @needs_dlib
-def test_dst_with_blurred_face_is_not_src_and_not_sharp(ref, tmp_path: Path):
-    s = score(tmp_path, "blurred", controls.blur_faces(ref.frames, ref.faces, 8.0), ref)
+def test_dst_with_blurred_face_is_not_src_and_not_sharp(ref, frames, tmp_path: Path):
+    s = score(tmp_path, "blurred", controls.blur_faces(frames, ref.faces, 8.0), ref)
     assert s["identity_recognised_as_src"] <= 0.1
     assert s["sharpness_ratio"] < 0.1
 
 
-def test_random_shifts_raise_jitter(ref, tmp_path: Path):
+def test_random_shifts_raise_jitter(ref, frames, tmp_path: Path):
     opts = run.EvalOptions(identity=False, max_frames=30)
-    s = score(tmp_path, "shake", controls.shake(ref.frames[:30], 3.0), ref, opts)
+    s = score(tmp_path, "shake", controls.shake(frames[:30], 3.0), ref, opts)
     assert s["jitter_ratio"] > 3.0
     assert s["background_psnr_db"] < 40  # the whole frame moved
 
 
 def test_pose_error_of_a_mirror_image_is_large(tmp_path: Path):
     """Pexels (head turns): every 16th frame as dst, its mirror image as the result."""
-    frames = load_frames(data_file("pexels/woman_pose_variety.mp4"))[::16]
-    dst = controls.write_frames(tmp_path / "dst", frames)
+    pexels = load_frames(data_file("pexels/woman_pose_variety.mp4"))[::16]
+    dst = controls.write_frames(tmp_path / "dst", pexels)
     opts = run.EvalOptions(identity=False)
     r = run.prepare(dst, None, opts)
     yaw = np.array([f.yaw for f in r.faces if f is not None])
     assert np.ptp(yaw) > 20  # the clip turns its head
     itself = run.evaluate(dst, r, opts).summary
     assert itself["pose_error_deg"] == 0.0
-    mirrored = score(tmp_path, "mirror", controls.mirror(frames), r, opts)
+    mirrored = score(tmp_path, "mirror", controls.mirror(pexels), r, opts)
     assert mirrored["pose_error_deg"] > 5.0
     assert mirrored["pose_error_yaw_pitch_roll_deg"][0] > 10.0  # yaw changes sign

@@ -80,10 +80,13 @@ class Recognizer:
 
     def embed(self, faces: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """Descriptors (N×128 float32) of faces given as (image BGR, 68 points) pairs."""
-        if not faces:
+        return self.describe([self.chip(img, pts) for img, pts in faces])
+
+    def describe(self, chips: list[np.ndarray]) -> np.ndarray:
+        """Descriptors (N×128 float32) of chips made by `chip`."""
+        if not chips:
             return np.zeros((0, 128), np.float32)
         _, net = self._models
-        chips = [self.chip(img, pts) for img, pts in faces]
         out = net.compute_face_descriptor(chips)
         return np.asarray([np.asarray(d) for d in out], np.float32)
 

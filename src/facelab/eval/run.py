@@ -1,9 +1,11 @@
 """`facelab eval`: measure a swap's result against dst's video and src's faces.
 
-dst's side (its frames, faces, the src/dst/gallery identities) is a `Reference`, prepared
-once and reusable for several results: the quality bench and the tests score many results
-of one dst. Each frame of the result is matched to dst's frame of the same number; the face
-compared is the result face nearest dst's (the largest dst face is the one swapped).
+dst's side (its faces, the src/dst/gallery identities) is a `Reference`, prepared once and
+reusable for several results: the quality bench and the tests score many results of one
+dst. Each frame of the result is matched to dst's frame of the same number; the face
+compared is the result face nearest dst's (the largest dst face is the one swapped). Frames
+are streamed, two at a time (dst's are decoded again for each result): a long video never
+sits in memory.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ import numpy as np
 
 from facelab.errors import FacelabError
 from facelab.eval import background, expression, identity, pose, sharpness, temporal
-from facelab.eval.sources import UnreadableInput, faceset_images, is_video, load_frames
+from facelab.eval.sources import (
+    UnreadableInput,
+    faceset_images,
+    is_video,
+    load_frames,
+    read_frames,
+)
 from facelab.faces.record import Landmarks
 from facelab.fsutil import read_json
 from facelab.progress import NULL, Reporter
@@ -47,10 +55,10 @@ class EvalOptions:
 
 @dataclass
 class Reference:
-    """dst's frames and faces, and the identities a result face is compared with."""
+    """dst's faces (one entry per frame), and the identities a result face is compared
+    with."""
 
     dst: Path
-    frames: list[np.ndarray]
     faces: list[Landmarks | None]
     identities: dict[str, np.ndarray]  # "src", "dst", then gallery names
     recognizer: identity.Recognizer | None
@@ -96,9 +104,12 @@ def _faces_of(path: Path, ex: Any, limit: int) -> list[tuple[np.ndarray, np.ndar
     """(image, 68 points) of up to `limit` faces of a person: a video (frames spread over
     it), or a folder of aligned faces or other images."""
     if is_video(path):
-        frames = load_frames(path)
+        from facelab.video.probe import probe
+
+        count = probe(path).frame_count or limit
+        step = max(1, count // limit)
         items: list[tuple[np.ndarray, np.ndarray | None]] = [
-            (frames[i], None) for i in _spread(len(frames), limit)]
+            (f, None) for i, f in enumerate(read_frames(path)) if i % step == 0][:limit]
     elif path.is_dir():
         items = faceset_images(path, limit)
     else:
@@ -121,11 +132,10 @@ def prepare(dst: Path, src: Path | None, opts: EvalOptions | None = None,
     """Read dst, find its faces, build the identities (src from `src`, a faceset folder or
     a video; dst from its own frames; one per gallery entry)."""
     opts = opts or EvalOptions()
-    frames = load_frames(dst, opts.max_frames)
     ex = make_extractor(opts.detector)
     faces: list[Landmarks | None] = []
-    with reporter.task("dst faces", len(frames)) as task:
-        for f in frames:
+    with reporter.task("dst faces", None) as task:
+        for f in read_frames(dst, opts.max_frames):
             faces.append(_largest(ex.run(f)))
             task.advance()
     rec = identity.Recognizer() if opts.identity and identity.available() else None
@@ -135,17 +145,18 @@ def prepare(dst: Path, src: Path | None, opts: EvalOptions | None = None,
             if src is not None:
                 ids["src"] = identity.identity_of(rec.embed(_faces_of(src, ex, opts.src_faces)))
             found = [i for i, f in enumerate(faces) if f is not None]
-            pick = [found[i] for i in _spread(len(found), opts.dst_faces)]
+            pick = {found[i] for i in _spread(len(found), opts.dst_faces)}
             if pick:
                 ids["dst"] = identity.identity_of(rec.embed(
-                    [(frames[i], faces[i].points68) for i in pick]))  # type: ignore[union-attr]
+                    [(f, faces[i].points68)  # type: ignore[union-attr]
+                     for i, f in enumerate(read_frames(dst, opts.max_frames)) if i in pick]))
             if opts.gallery is not None:
                 for entry in _gallery(opts.gallery):
                     ids.setdefault(entry.stem, identity.identity_of(
                         rec.embed(_faces_of(entry, ex, opts.src_faces))))
     elif opts.identity:
         reporter.warn("Identity is not measured: it needs pip install 'facelab[dlib]'.")
-    return Reference(dst, frames, faces, ids, rec, ex)
+    return Reference(dst, faces, ids, rec, ex)
 
 
 def _gallery(folder: Path) -> list[Path]:
@@ -171,26 +182,40 @@ def evaluate(result: Path, ref: Reference, opts: EvalOptions | None = None,
              reporter: Reporter = NULL) -> Evaluation:
     """Score `result` (a video, or a folder of frames) against `ref`."""
     opts = opts or EvalOptions()
-    res_frames = load_frames(result, opts.max_frames)
-    n = min(len(res_frames), len(ref.frames))
-    if res_frames[0].shape != ref.frames[0].shape:
-        h, w = res_frames[0].shape[:2]
-        dh, dw = ref.frames[0].shape[:2]
-        raise FacelabError(f"{result.name} is {w}×{h} but dst is {dw}×{dh}: eval compares "
-                           "frames pixel by pixel.")
-    dst_faces = ref.faces[:n]
+    total = len(ref.faces)
+    identity_on = (ref.recognizer is not None and "src" in ref.identities
+                   and "dst" in ref.identities)
+    every = max(1, opts.identity_every)
+    show = set(_spread(total, SAMPLES))
     res_faces: list[Landmarks | None] = []
-    det_d, det_r = np.full(n, np.nan), np.full(n, np.nan)
-    col_d, col_r = np.full((n, 3), np.nan), np.full((n, 3), np.nan)
-    psnr_f = np.full(n, np.nan)
+    det_d, det_r = np.full(total, np.nan), np.full(total, np.nan)
+    col_d, col_r = np.full((total, 3), np.nan), np.full((total, 3), np.nan)
+    psnr_f = np.full(total, np.nan)
     sse_all, count_all = 0.0, 0
-    with reporter.task("result faces", n) as task:
-        for i in range(n):
-            d, r = ref.frames[i], res_frames[i]
-            fd = dst_faces[i]
+    chips: dict[int, np.ndarray] = {}
+    samples: list[np.ndarray] = []
+    n = res_count = 0
+    res_iter = read_frames(result, opts.max_frames)
+    dst_iter = read_frames(ref.dst, opts.max_frames)
+    with reporter.task("result faces", total) as task:
+        for i, r in enumerate(res_iter):
+            res_count = i + 1
+            d = next(dst_iter, None) if i < total else None
+            if d is None:
+                continue  # the result is longer than dst: count its frames, compare none
+            if r.shape != d.shape:
+                raise FacelabError(f"{result.name} is {r.shape[1]}×{r.shape[0]} but dst is "
+                                   f"{d.shape[1]}×{d.shape[0]}: eval compares frames pixel "
+                                   "by pixel.")
+            n = i + 1
+            fd = ref.faces[i]
             fr = _nearest(ref.extractor.run(r), fd) if fd is not None else _largest(
                 ref.extractor.run(r))
             res_faces.append(fr)
+            if identity_on and fd is not None and fr is not None and i % every == 0:
+                chips[i] = ref.recognizer.chip(r, fr.points68)  # type: ignore[union-attr]
+            if i in show:
+                samples.append(_pair(d, r))
             if fd is not None:
                 mask = sharpness.face_mask(fd.points68, d.shape)
                 eye = sharpness.eye_distance(fd.points68)
@@ -202,18 +227,21 @@ def evaluate(result: Path, ref: Reference, opts: EvalOptions | None = None,
             sse_all, count_all = sse_all + sse, count_all + cnt
             psnr_f[i] = background.psnr(sse, cnt) or np.nan
             task.advance()
+    if n == 0:
+        raise UnreadableInput(f"{result} has no frame to compare.")
+    det_d, det_r, col_d, col_r, psnr_f = (a[:n] for a in (det_d, det_r, col_d, col_r, psnr_f))
+    dst_faces = ref.faces[:n]
 
     # identity
     dist: dict[str, np.ndarray] = {k: np.full(n, np.nan) for k in ref.identities}
     measured = np.zeros(n, bool)
-    if ref.recognizer is not None and "src" in ref.identities and "dst" in ref.identities:
-        every = max(1, opts.identity_every)
+    if identity_on:
+        assert ref.recognizer is not None
         measured[::every] = True
         measured &= np.array([f is not None for f in dst_faces])
-        idx = [i for i in range(n) if measured[i] and res_faces[i] is not None]
+        idx = sorted(chips)
         with reporter.task("identity", None):
-            desc = ref.recognizer.embed(
-                [(res_frames[i], res_faces[i].points68) for i in idx])  # type: ignore[union-attr]
+            desc = ref.recognizer.describe([chips[i] for i in idx])
         for name, ident in ref.identities.items():
             if idx:
                 dist[name][idx] = identity.distances(desc, ident)
@@ -230,7 +258,7 @@ def evaluate(result: Path, ref: Reference, opts: EvalOptions | None = None,
 
     # pose, expression, temporal
     perr = pose.pose_errors(dst_faces, res_faces)
-    pose_err = np.nanmean(perr, 1) if n else perr[:, 0]
+    pose_err = perr.mean(1)  # a row is NaN as a whole or not at all
     expr = np.array([expression.expression_error(a.points68, b.points68) if a and b else np.nan
                      for a, b in zip(dst_faces, res_faces, strict=True)])
     mouth_d, eyes_d = expression.openings(dst_faces)
@@ -250,7 +278,7 @@ def evaluate(result: Path, ref: Reference, opts: EvalOptions | None = None,
     ident_n = int(measured.sum())
 
     def share(flags: np.ndarray) -> float | None:
-        return _num(float((flags & measured).sum()) / ident_n) if ident_n and have.any() else None
+        return _num(float((flags & measured).sum()) / ident_n) if ident_n else None
 
     summary: dict[str, Any] = {
         "identity_recognised_as_src": share(recognised),
@@ -278,8 +306,8 @@ def evaluate(result: Path, ref: Reference, opts: EvalOptions | None = None,
         "expression_channels": [k for k, on in (("mouth", mouth_on), ("eyes", eyes_on)) if on],
         "flicker_ratio": _num(temporal.ratio(fl_r, fl_d, temporal.FLICKER_FLOOR)),
         "dst_face_share": _num(float(dst_found.mean()) if n else None),
-        "frames_dst": len(ref.frames),
-        "frames_result": len(res_frames),
+        "frames_dst": total,
+        "frames_result": res_count,
     }
     rows = []
     for i in range(n):
@@ -301,7 +329,7 @@ def evaluate(result: Path, ref: Reference, opts: EvalOptions | None = None,
             "background_psnr_db": _num(psnr_f[i], 2),
         })
     inputs = {"dst": str(ref.dst), "result": str(result)}
-    return Evaluation(rows, summary, inputs, _samples(ref.frames[:n], res_frames[:n]))
+    return Evaluation(rows, summary, inputs, samples)
 
 
 def _ratio_of_means(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -311,15 +339,13 @@ def _ratio_of_means(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(a[ok].sum() / b[ok].sum())
 
 
-def _samples(dst: list[np.ndarray], res: list[np.ndarray]) -> list[np.ndarray]:
-    out = []
-    for i in _spread(len(dst), SAMPLES):
-        pair = np.hstack([dst[i], res[i]])
-        scale = min(1.0, 720 / pair.shape[1])
-        if scale < 1:
-            pair = cv2.resize(pair, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        out.append(pair)
-    return out
+def _pair(dst: np.ndarray, res: np.ndarray) -> np.ndarray:
+    """dst | result side by side, at most 720 px wide (for the report)."""
+    pair = np.hstack([dst, res])
+    scale = min(1.0, 720 / pair.shape[1])
+    if scale < 1:
+        pair = cv2.resize(pair, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return pair
 
 
 def workspace_facts(ws: Workspace) -> dict[str, Any]:
