@@ -34,9 +34,9 @@ DEFAULT_MINUTES = 30.0
 @dataclass
 class SwapOptions:
     src: Path  # a video, or a folder of images
-    more_src: tuple[Path, ...] = ()  # more videos of the src person (data_src_2.*, …)
     dst: Path  # a video
     output: Path
+    more_src: tuple[Path, ...] = ()  # more videos of the src person (data_src_2.*, …)
     model_name: str = "swap"
     preset: str = "quick96"
     overrides: dict[str, Any] = field(default_factory=dict)  # model options of a new model
