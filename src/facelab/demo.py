@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from facelab.merge.options import MergeOptions
 from facelab.progress import NULL, Reporter
 from facelab.provenance.mark import Mark
 from facelab.provenance.png import png_bytes_with_mark
+from facelab.provenance.watermark import mark_frame
 from facelab.swap import SwapOptions, SwapReport, run_swap
 from facelab.workspace import Workspace, list_images
 
@@ -36,7 +39,13 @@ CLIPS = {
 RESULT = "result.mp4"
 SIDE_BY_SIDE = "side_by_side.png"
 MODEL = "demo"
-PRESET = "quick96"
+# A small SAE at 64 px: ~5× less CPU per iteration than quick96 (0.41 vs 2.13 CPU-s at batch
+# 8), so 6 minutes give a recognisable face instead of a blur (docs/BENCHMARKS.md, "Learning
+# baseline"). The GRID faces are ~100 px wide in the frame, so 64 px loses little.
+PRESET = "sae"
+OVERRIDES: dict[str, int] = {"resolution": 64, "ae_dims": 128, "e_dims": 32, "d_dims": 32,
+                             "d_mask_dims": 16}
+BATCH = 8
 MINUTES = 6.0  # training budget: extraction, merge and assembly take the rest of 10 minutes
 
 
@@ -70,13 +79,34 @@ def side_by_side(ws: Workspace, path: Path, rows: int = 3) -> Path:
         dst = next(p for p in list_images(ws.frames_dir("dst")) if p.stem == m.stem)
         a, b = cv2.imread(str(dst)), cv2.imread(str(m))
         lines.append(np.hstack([a, b[..., :3]]))
-    ok, data = cv2.imencode(".png", np.vstack(lines))
+    mark = Mark.synthetic(f"{MODEL} (demo side-by-side)")
+    ok, data = cv2.imencode(".png", mark_frame(np.vstack(lines), mark))
     if not ok:
         raise FacelabError(f"Cannot encode {path}.")
-    mark = Mark.synthetic(f"{MODEL} (demo side-by-side)")
     with atomic_path(path) as tmp:
         tmp.write_bytes(png_bytes_with_mark(data.tobytes(), mark))
     return path
+
+
+@contextmanager
+def _one_thread_if_busy() -> Iterator[None]:
+    """One PyTorch thread while the CPU is oversubscribed (load average ≥ cores).
+
+    With other jobs on the machine, PyTorch's threads wait on each other at every operator
+    (a descheduled thread stalls the rest): on a 2-core box at load 12–16 training ran 10×
+    slower with 2 threads than with 1 (13.5 vs 1.0–1.4 s per iteration). On an idle machine
+    the default (one per core) is kept.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
+    if busy:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_demo(ws: Workspace, fresh: bool = False, reporter: Reporter = NULL,
@@ -93,6 +123,8 @@ def run_demo(ws: Workspace, fresh: bool = False, reporter: Reporter = NULL,
     opts = SwapOptions(src=ws.root / "data_src.mpg", more_src=(ws.root / "data_src_2.mpg",),
                        dst=ws.root / "data_dst.mpg",
                        output=ws.root / RESULT, model_name=MODEL, preset=PRESET,
-                       minutes=minutes, merge=MergeOptions())
-    rep = run_swap(ws, opts, reporter, stop)
+                       overrides=dict(OVERRIDES), batch_size=BATCH, minutes=minutes,
+                       merge=MergeOptions())
+    with _one_thread_if_busy():
+        rep = run_swap(ws, opts, reporter, stop)
     return DemoReport(rep, side_by_side(ws, ws.root / SIDE_BY_SIDE), copied)
