@@ -46,6 +46,7 @@ class SwapOptions:
     merge: MergeOptions = field(default_factory=MergeOptions)
     device: str = "auto"
     precision: str = "auto"
+    lr: float | None = None  # Adam's learning rate (None: the trainer's 5e-5)
     src_fps: float | None = None  # subsample the src video's frames
     preview_every: int = 100
 
@@ -130,6 +131,7 @@ def _train(ws: Workspace, opts: SwapOptions, reporter: Reporter,
             overrides={} if exists else dict(opts.overrides), batch_size=opts.batch_size,
             target_iteration=opts.iterations or 0, device=opts.device,
             precision=opts.precision, preview_every=opts.preview_every,
+            **({"lr": opts.lr} if opts.lr is not None else {}),
         ), reporter, timer_stop)
     finally:
         if timer is not None:
