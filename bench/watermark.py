@@ -2,18 +2,22 @@
 `provenance/watermark`.
 
 Marked material: every frame of the shared clips (GRID speakers A1, A2, B, C, D at 360×288
-and the Pexels clip at 640×360) passed through `mark_frame`, as `facelab merge` writes its
-frames. Each attack is applied to every frame, then the clip is encoded with PyAV libx264
-(yuv420p, preset medium, no metadata at all) and decoded; per row:
+and the Pexels clip at 640×360) passed through `mark_frame(frame, mark, index=i)`, as
+`facelab merge` writes its frames (i: the frame's number, which sets the pattern's sign).
+Each attack is applied to every frame, then the clip is encoded with PyAV libx264 (yuv420p,
+preset medium, no metadata at all) and decoded; per row:
 
 * share: marked frames whose watermark is found (every decoded frame, alone), per clip kind;
-* videos: marked clips called synthetic by `detect_clip` on 60 frames spread over the clip
-  (what `facelab verify` does), and whose summed evidence gives the exact payload;
+* videos: marked clips called synthetic by `detect_clip` on 60 frames in pairs spread over
+  the clip (`sample_pairs`, what `facelab verify` does), and whose summed evidence gives the
+  exact payload; "temporal" counts the clips decided by the sign-weighted sum;
 * the same attack on the unmarked clips: videos called synthetic (must be 0).
 
 False positives: every frame of the same clips unmarked, plus their mirror images and 10 %
 crops (≥ 2,000 real frames), each alone; also after CRF 30 + 50 %. Z quantiles are printed
-to show the margin to Z_THRESHOLD.
+to show the margin to Z_THRESHOLD. Per video: the clip score (both sums, every offset) of
+each unmarked clip, mirrored and cropped, as decoded and after CRF 30 + 50 %, and of every
+window of PERIOD frames (step 10) of those, as a cut clip would be sampled.
 
 Usage: .venv/bin/python bench/watermark.py [--frames N]  (N: first N frames per clip)
 """
@@ -31,7 +35,16 @@ import cv2
 import numpy as np
 
 from facelab.provenance import Mark
-from facelab.provenance.watermark import Z_THRESHOLD, detect, detect_clip, mark_frame, model_payload
+from facelab.provenance.watermark import (
+    PERIOD,
+    Z_THRESHOLD,
+    ClipDetection,
+    detect,
+    detect_clip,
+    mark_frame,
+    model_payload,
+    sample_pairs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -138,19 +151,23 @@ ATTACKS: list[tuple[str, Callable, int | None]] = [
 ]
 
 
-def sample60(grays: list[np.ndarray]) -> list[np.ndarray]:
-    idx = np.linspace(0, len(grays) - 1, min(60, len(grays))).round().astype(int)
-    return [grays[i] for i in idx]
+def clip60(grays: list[np.ndarray]) -> ClipDetection:
+    """`detect_clip` on the 60 frames `facelab verify` samples."""
+    idx = sample_pairs(len(grays), 60)
+    return detect_clip([grays[i] for i in idx], indices=idx)
 
 
-def robustness(clips: dict[str, Frames], marked: dict[str, Frames]) -> None:
+def robustness(clips: dict[str, Frames], marked: dict[str, Frames],
+               only: list[str] | None = None) -> None:
     print("\n| attack | GRID frames found | Pexels frames found | payload read (frames) "
-          "| marked videos called synthetic | clip payload read | min clip Z "
-          "| unmarked videos called synthetic |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| marked videos called synthetic (temporal) | clip payload read | min clip Z "
+          "| unmarked videos called synthetic | max unmarked clip Z |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, f, crf in ATTACKS:
+        if only and not any(o in name for o in only):
+            continue
         found = {"grid": [0, 0], "pexels": [0, 0]}
-        payload_ok, total, vids, vpay, zmin, fps = 0, 0, 0, 0, np.inf, 0
+        payload_ok, total, vids, vpay, zmin, fps, temporal, umax = 0, 0, 0, 0, np.inf, 0, 0, 0.0
         for clip, frames in marked.items():
             grays = encode([f(x) for x in frames], crf)
             dets = [detect(g) for g in grays]
@@ -159,17 +176,20 @@ def robustness(clips: dict[str, Frames], marked: dict[str, Frames]) -> None:
             found[kind][1] += len(dets)
             payload_ok += sum(d.payload == PAYLOAD for d in dets)
             total += len(dets)
-            c = detect_clip(sample60(grays)).clip
+            cd = clip60(grays)
+            c = cd.clip
             vids += c.found
+            temporal += c.found and cd.temporal
             vpay += c.payload == PAYLOAD
             zmin = min(zmin, c.score)
-            u = detect_clip(sample60(encode([f(x) for x in clips[clip]], crf))).clip
+            u = clip60(encode([f(x) for x in clips[clip]], crf)).clip
             fps += u.found
+            umax = max(umax, u.score)
         pct = lambda a: f"{100 * a[0] / a[1]:.1f} %"  # noqa: E731
         print(f"| {name} | {pct(found['grid'])} | {pct(found['pexels'])} | "
-              f"{100 * payload_ok / total:.1f} % | {vids}/{len(marked)} | {vpay}/{len(marked)} | "
-              f"{zmin:.1f} | "
-              f"{fps}/{len(marked)} |", flush=True)
+              f"{100 * payload_ok / total:.1f} % | {vids}/{len(marked)} ({temporal}) | "
+              f"{vpay}/{len(marked)} | {zmin:.1f} | {fps}/{len(marked)} | {umax:.1f} |",
+              flush=True)
 
 
 def false_positives(clips: dict[str, Frames]) -> None:
@@ -193,6 +213,36 @@ def false_positives(clips: dict[str, Frames]) -> None:
     allz = np.concatenate(zs)
     print(f"| all | {allz.size} | {(allz >= Z_THRESHOLD).sum()} | {allz.max():.2f} | "
           f"{np.quantile(allz, 0.999):.2f} |  (threshold Z ≥ {Z_THRESHOLD})")
+    clip_false_positives(clips)
+
+
+def clip_false_positives(clips: dict[str, Frames]) -> None:
+    """Per video: every unmarked clip's score, whole (as verify samples it) and in windows of
+    PERIOD frames (cut clips: every offset of the sign sequence is searched in each)."""
+    print("\n| unmarked clips | clips | called synthetic | max clip Z | temporal Z mean ± sd "
+          "| temporal max Z |")
+    print("|---|---|---|---|---|---|")
+    variants = {"as decoded": lambda x: x, "mirrored": lambda x: x[:, ::-1],
+                "10 % crop": lambda x: crop("left")(crop("top")(x))}
+    every: list[ClipDetection] = []
+    for name, f in variants.items():
+        for crf, k, label in ((None, 1.0, ""), (30, 0.5, " + CRF 30 + 50 %")):
+            got: list[ClipDetection] = []
+            for frames in clips.values():
+                grays = encode([scale(k)(f(x)) if k != 1.0 else f(x) for x in frames], crf)
+                got.append(clip60(grays))
+                got += [detect_clip(grays[a:a + PERIOD], indices=list(range(a, a + PERIOD)))
+                        for a in range(0, len(grays) - PERIOD + 1, 10)]
+            every += got
+            print(f"| {name}{label} | {clip_row(got)}", flush=True)
+    print(f"| all | {clip_row(every)}")
+
+
+def clip_row(got: list[ClipDetection]) -> str:
+    z = [r.clip.score for r in got]
+    tz = [r.temporal_score for r in got]
+    return (f"{len(got)} | {sum(r.clip.found for r in got)} | {max(z):.2f} | "
+            f"{np.mean(tz):.2f} ± {np.std(tz):.2f} | {max(tz):.2f} |")
 
 
 def invisibility(clips: dict[str, Frames], marked: dict[str, Frames]) -> None:
@@ -215,7 +265,7 @@ def cost(pexels: Frames) -> None:
         frames = [cv2.resize(f, size, interpolation=cv2.INTER_CUBIC) for f in pexels[:30]]
         mark_frame(frames[0], MARK)  # the pattern for this size is made once, then cached
         c, t = time.process_time(), time.perf_counter()
-        out = [mark_frame(f, MARK) for f in frames]
+        out = [mark_frame(f, MARK, index=i) for i, f in enumerate(frames)]
         ce, te = time.process_time() - c, time.perf_counter() - t
         c, t = time.process_time(), time.perf_counter()
         for f in out:
@@ -244,11 +294,15 @@ def figures(clips: dict[str, Frames], marked: dict[str, Frames]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=None)
-    ap.add_argument("--only", choices=["robust", "fp", "psnr", "cost", "figures"], default=None)
+    ap.add_argument("--only", choices=["robust", "fp", "clipfp", "psnr", "cost", "figures"],
+                    default=None)
+    ap.add_argument("--attacks", default=None,
+                    help="comma-separated substrings: only the robustness rows that match")
     args = ap.parse_args()
     cv2.setNumThreads(2)
     clips = {c: read(DATA / c, args.frames) for c in CLIPS}
-    marked = {c: [mark_frame(x, MARK) for x in frames] for c, frames in clips.items()}
+    marked = {c: [mark_frame(x, MARK, index=i) for i, x in enumerate(frames)]
+              for c, frames in clips.items()}
     if args.only == "figures":
         figures(clips, marked)
     if args.only in (None, "psnr"):
@@ -257,8 +311,10 @@ def main() -> None:
         cost(clips[CLIPS[-1]])
     if args.only in (None, "fp"):
         false_positives(clips)
+    if args.only == "clipfp":
+        clip_false_positives(clips)
     if args.only in (None, "robust"):
-        robustness(clips, marked)
+        robustness(clips, marked, args.attacks.split(",") if args.attacks else None)
 
 
 if __name__ == "__main__":

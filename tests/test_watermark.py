@@ -1,5 +1,6 @@
 """Invisible watermark: the payload reads back from a real marked frame, a marked clip is
-found after CRF 30 at half size with no metadata, and real or degenerate footage never is."""
+found after CRF 30 at half size with no metadata (GRID's static shot too, by the sign
+sequence over frames), and real or degenerate footage never is."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import pytest
 
 from facelab.provenance import Mark
 from facelab.provenance.watermark import (
+    FLIP_FRAMES,
     Z_THRESHOLD,
     detect,
     detect_clip,
     embed,
+    frame_sign,
     mark_frame,
     model_hash,
     model_payload,
@@ -77,9 +80,50 @@ def test_round_trip_on_a_real_frame():
     assert not detect(out).found
 
 
+def test_a_video_frame_may_carry_the_pattern_negated():
+    """The sign runs FLIP_FRAMES long; a single frame of either sign is found alone, with its
+    payload, and a still (no index) carries +1."""
+    assert frame_sign(None) == 1.0
+    signs = [frame_sign(i) for i in range(2 * FLIP_FRAMES)]
+    assert signs[:FLIP_FRAMES] == [1.0] * FLIP_FRAMES
+    assert signs[FLIP_FRAMES:] == [-1.0] * FLIP_FRAMES
+    frame = frames(data_file("grid/speaker_c.mpg"), 1)[0]
+    plus, minus = mark_frame(frame, MARK, index=0), mark_frame(frame, MARK, index=FLIP_FRAMES)
+    up, down = plus.astype(int) - frame, minus.astype(int) - frame
+    assert np.abs(up).max() >= 3 and (np.abs(up + down) <= 1).mean() > 0.99  # (saturation)
+    for marked in (plus, minus):
+        d = detect(marked)
+        assert d.found and d.payload == model_payload(MARK.model_id)
+
+
+def half_size_upload(path: Path, images: list[np.ndarray]) -> None:
+    h, w = images[0].shape[:2]
+    write_h264(path, [cv2.resize(im, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+                      for im in images], crf=30)
+
+
+def test_grid_clip_verifies_after_crf30_half_size(tmp_path: Path):
+    """The case a single frame cannot carry: GRID's static shot (flat wall, still head) at
+    180×144 and CRF 30, no metadata. Merge numbers frames from 1; the clip is cut to start
+    at frame 11, so verify must find the sign sequence's offset. The same frames unmarked,
+    through the same path, are not flagged."""
+    src = frames(data_file("grid/speaker_b.mpg"), 60)[10:]
+    marked = tmp_path / "grid_marked.mp4"
+    half_size_upload(marked, [mark_frame(f, MARK, index=i + 11) for i, f in enumerate(src)])
+    real = tmp_path / "grid_real.mp4"
+    half_size_upload(real, src)
+    r = run_facelab("verify", marked)
+    assert r.rc == 0, r.out + r.err
+    assert "watermark in" in r.out  # (its payload needs more frames: docs/BENCHMARKS.md)
+    r = run_facelab("verify", real)
+    assert r.rc == 1, r.out + r.err
+    assert "watermark" not in r.out
+
+
 def test_reencoded_half_size_clip_verifies(tmp_path: Path):
     """A marked Pexels clip, halved and encoded at CRF 30 with no metadata: verify exits 0.
-    (GRID's 360×288 at half size is below what the mark survives: docs/WATERMARK.md.)"""
+    Marked without frame numbers (one sign, as before the sign sequence): the static sum
+    and single frames find it."""
     src = frames(data_file("pexels/woman_pose_variety.mp4"), 8)
     half = [cv2.resize(mark_frame(f, MARK), (320, 180), interpolation=cv2.INTER_AREA)
             for f in src]

@@ -26,7 +26,12 @@ from facelab.provenance.mark import (
     require_file,
 )
 from facelab.provenance.video import container_marks
-from facelab.provenance.watermark import detect_clip, detect_watermark, model_hash
+from facelab.provenance.watermark import (
+    detect_clip,
+    detect_watermark,
+    model_hash,
+    sample_pairs,
+)
 
 
 @dataclass(frozen=True)
@@ -77,8 +82,9 @@ class MetadataDetector:
 
 class WatermarkDetector:
     """facelab's invisible watermark in an image, or in up to SAMPLE frames spread over a
-    video. A video is marked when the frames' summed evidence scores Z ≥ the threshold (the
-    per-frame share is reported beside it; see docs/WATERMARK.md for why the sum decides)."""
+    video (in pairs one sign run apart: `sample_pairs`). A video is marked when the frames' summed
+    evidence scores Z ≥ the threshold (the per-frame share is reported beside it; see
+    docs/WATERMARK.md for why the sum decides)."""
 
     name = "watermark"
     SAMPLE = 60
@@ -86,7 +92,8 @@ class WatermarkDetector:
 
     def detect(self, media: Media) -> list[Finding]:
         if media.kind == "video":
-            result = detect_clip(self._video_frames(media.path))
+            grays, indices = self._video_frames(media.path)
+            result = detect_clip(grays, indices=indices)
             if not result.clip.found:
                 return []
             n, found = len(result.frames), sum(d.found for d in result.frames)
@@ -116,26 +123,27 @@ class WatermarkDetector:
         return cv2.resize(gray, (round(w * self.MAX_HEIGHT / h), self.MAX_HEIGHT),
                           interpolation=cv2.INTER_AREA)
 
-    def _video_frames(self, path: Path) -> list[np.ndarray]:
-        """Luma of up to SAMPLE frames spread evenly over the video (decoded in order)."""
+    def _video_frames(self, path: Path) -> tuple[list[np.ndarray], list[int]]:
+        """Luma of up to SAMPLE frames (decoded in order) and their indices, in pairs that
+        carry opposite signs of the watermark's sign sequence (`sample_pairs`)."""
         with _open_video(path) as c:
             stream = c.streams.video[0]
             total = stream.frames or 0
             if not total and stream.duration and stream.average_rate:
                 total = int(stream.duration * stream.time_base * stream.average_rate)
-            keep = (set(np.linspace(0, total - 1, self.SAMPLE).round().astype(int).tolist())
-                    if total > self.SAMPLE else None)
-            grays = []
+            keep = set(sample_pairs(total, self.SAMPLE)) if total > self.SAMPLE else None
+            grays, idx = [], []
             try:
                 for i, frame in enumerate(c.decode(stream)):
                     if keep is None or i in keep:
                         grays.append(self._fit(frame.to_ndarray(format="gray")))
+                        idx.append(i)
             except av.error.FFmpegError:
                 pass  # a damaged tail: judge the frames that decoded
         if keep is None and len(grays) > self.SAMPLE:
-            idx = np.linspace(0, len(grays) - 1, self.SAMPLE).round().astype(int)
-            grays = [grays[i] for i in idx]
-        return grays
+            pick = sample_pairs(len(grays), self.SAMPLE)
+            grays, idx = [grays[i] for i in pick], pick
+        return grays, idx
 
 
 DETECTORS: list[Detector] = [MetadataDetector(), WatermarkDetector()]

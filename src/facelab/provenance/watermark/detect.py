@@ -7,9 +7,9 @@ mean) and divided by the local spread of that residual, so a textured face and a
 weigh alike and the picture itself mostly cancels. The grid is folded modulo the tile and
 cross-correlated with the pilot cells by FFT: every cyclic shift (= any crop offset, at
 half-cell steps) at once. The score Z is the correlation peak in standard deviations of all
-the other shifts, the decision Z ≥ Z_THRESHOLD. Evidence from several frames of one video
-is summed before scoring, so a clip's Z grows with √frames while a static unmarked clip
-cannot repeat a lucky draw into a detection.
+the other shifts, the decision Z ≥ Z_THRESHOLD, for the pattern with either sign (a video's
+frames carry it with a sign sequence, pattern.frame_sign). A video's frames are summed
+before scoring (clip.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import numpy as np
 from facelab.provenance.watermark import code, pattern
 
 Z_THRESHOLD = 7.0  #: calibrated on real unmarked frames: see docs/WATERMARK.md
+#: a clip's sign-weighted sum: higher, for its PERIOD× more hypotheses (docs/WATERMARK.md)
+TEMPORAL_Z_THRESHOLD = 7.5
 SCALES = tuple(float(s) for s in np.geomspace(0.985, 1.15, 7))  # candidate cell sizes / nominal
 N = pattern.TILE * pattern.SAMPLES  # detection tile side in samples
 HP_SIGMA = 1.2  # samples: the neighbourhood whose mean is removed
@@ -92,14 +94,13 @@ def content_box(gray: np.ndarray) -> tuple[int, int, int, int]:
     return y0, y1, x0, x1
 
 
-def evidence(gray: np.ndarray, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """len(SCALES)×N×N float32: the frame's normalised residual folded onto the tile, per
-    candidate scale. Zeros when the picture is too small or empty."""
-    y0, y1, x0, x1 = box if box is not None else content_box(gray)
-    out = np.zeros((len(SCALES), N, N), np.float32)
+def residuals(gray: np.ndarray, box: tuple[int, int, int, int]) -> list[np.ndarray]:
+    """Per candidate scale, the picture inside `box` sampled onto the detection grid
+    (SAMPLES per cell) and high-passed; [] when the picture is too small or empty."""
+    y0, y1, x0, x1 = box
     h, w = y1 - y0, x1 - x0
     if h < 32 or w < 32:
-        return out
+        return []
     g = gray[y0:y1, x0:x1].astype(np.float32)
     c0 = pattern.cell_size(h)
     # Averaged once to 4 samples per nominal cell; each scale then samples that bilinearly.
@@ -107,50 +108,68 @@ def evidence(gray: np.ndarray, box: tuple[int, int, int, int] | None = None) -> 
     g4 = cv2.resize(g, (w4, h4), interpolation=cv2.INTER_AREA)
     g4 = cv2.GaussianBlur(g4, (0, 0), 0.8)
     fy, fx = h4 / h, w4 / w
-    for i, s in enumerate(SCALES):
+    out = []
+    for s in SCALES:
         step = s * c0 / pattern.SAMPLES  # pixels per detection sample
         gh, gw = int(h / step), int(w / step)
         m = np.float32([[step * fx, 0, 0.5 * step * fx - 0.5],
                         [0, step * fy, 0.5 * step * fy - 0.5]])
         a = cv2.warpAffine(g4, m, (gw, gh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                            borderMode=cv2.BORDER_REPLICATE)
-        out[i] = _fold(_normalise(a))
+        out.append(_hp(a))
     return out
 
 
-def _normalise(a: np.ndarray) -> np.ndarray:
-    r = _hp(a)
-    spread = np.sqrt(cv2.GaussianBlur(r * r, (0, 0), SPREAD_SIGMA))
-    n = r / np.maximum(spread, MIN_SPREAD)
+def evidence(gray: np.ndarray, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """len(SCALES)×N×N float32: the frame's normalised residual folded onto the tile, per
+    candidate scale. Zeros when the picture is too small or empty."""
+    return folded(residuals(gray, box if box is not None else content_box(gray)))
+
+
+def folded(res: list[np.ndarray]) -> np.ndarray:
+    """`evidence` from a frame's `residuals`: each divided by its own local spread, folded."""
+    out = np.zeros((len(SCALES), N, N), np.float32)
+    for i, r in enumerate(res):
+        out[i] = fold(normalise(r, cv2.GaussianBlur(r * r, (0, 0), SPREAD_SIGMA), MIN_SPREAD))
+    return out
+
+
+def normalise(r: np.ndarray, var: np.ndarray, floor: float) -> np.ndarray:
+    """`r` divided by the local spread √`var` (at least `floor`), clipped to ±3."""
+    n = r / np.maximum(np.sqrt(var), floor)
     return np.clip(n, -3, 3).astype(np.float32)
 
 
-def _fold(n: np.ndarray) -> np.ndarray:
+def fold(n: np.ndarray) -> np.ndarray:
     gh, gw = n.shape
     py, px = -gh % N, -gw % N
     p = np.pad(n, ((0, py), (0, px)))
     return p.reshape(p.shape[0] // N, N, p.shape[1] // N, N).sum(axis=(0, 2))
 
 
-def score(ev: np.ndarray, key: bytes | str = pattern.DEFAULT_KEY,
-          frames: int = 1) -> Detection:
-    """The detection for summed `evidence` (one frame's or many frames')."""
+def score(ev: np.ndarray, key: bytes | str = pattern.DEFAULT_KEY, frames: int = 1,
+          signs: tuple[float, ...] = (1.0, -1.0), threshold: float = Z_THRESHOLD) -> Detection:
+    """The detection for summed `evidence` (one frame's or many frames'), the pattern taken
+    with each of `signs` (a single frame of a video may carry it negated)."""
     t = _templates(pattern.key_bytes(key))
-    best = (-np.inf, 0, 0, 0)
+    best = (-np.inf, 0, 0, 0, 1.0)
     for i in range(len(SCALES)):
         c = np.fft.irfft2(np.fft.rfft2(ev[i]) * t.pilot_f, s=(N, N))
         sd = float(c.std())
         if sd < 1e-6:
             continue
-        k = int(np.argmax(c))
-        z = (float(c.flat[k]) - float(c.mean())) / sd
-        if z > best[0]:
-            best = (z, i, *divmod(k, N))
-    z, i, dy, dx = best
+        mean = float(c.mean())
+        for sign in signs:
+            k = int(np.argmax(sign * c))
+            z = (sign * float(c.flat[k]) - sign * mean) / sd
+            if z > best[0]:
+                best = (z, i, *divmod(k, N), sign)
+    z, i, dy, dx, sign = best
     if not np.isfinite(z):
         return Detection(False, 0.0, None, frames=frames)
-    found = z >= Z_THRESHOLD
-    payload = _payload(np.roll(ev[i], (-dy, -dx), axis=(0, 1)), t) if found else None
+    found = z >= threshold
+    payload = (_payload(sign * np.roll(ev[i], (-dy, -dx), axis=(0, 1)), t) if found
+               else None)
     return Detection(found, round(z, 2), payload, SCALES[i], frames)
 
 
@@ -167,30 +186,3 @@ def _payload(aligned: np.ndarray, t: _Templates) -> int | None:
 def detect(frame: np.ndarray, key: bytes | str = pattern.DEFAULT_KEY) -> Detection:
     """Is the watermark in this frame (BGR, BGRA or gray uint8), and what does it carry?"""
     return score(evidence(luma(frame)), key)
-
-
-@dataclass(frozen=True)
-class ClipDetection:
-    """A video's verdict: per sampled frame, and the frames' evidence summed."""
-
-    frames: list[Detection]
-    clip: Detection
-
-    @property
-    def share(self) -> float:
-        return sum(d.found for d in self.frames) / len(self.frames) if self.frames else 0.0
-
-
-def detect_clip(grays: list[np.ndarray], key: bytes | str = pattern.DEFAULT_KEY) -> ClipDetection:
-    """Each luma frame scored alone, and all summed (one geometry: the bars are found on the
-    frames' pixelwise maximum, so a dark frame does not move them)."""
-    if not grays:
-        return ClipDetection([], Detection(False, 0.0, None, frames=0))
-    box = content_box(np.maximum.reduce(grays))
-    total = np.zeros((len(SCALES), N, N), np.float32)
-    per = []
-    for g in grays:
-        ev = evidence(g, box)
-        per.append(score(ev, key))
-        total += ev
-    return ClipDetection(per, score(total, key, frames=len(grays)))

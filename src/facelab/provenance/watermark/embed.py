@@ -44,9 +44,11 @@ def strength(gray: np.ndarray) -> np.ndarray:
     amp = cv2.blur(FLOOR_AMP + (MAX_AMP - FLOOR_AMP) * ramp * ramp * (3 - 2 * ramp), (k, k))
     return cv2.resize(amp, (w, h), interpolation=cv2.INTER_LINEAR)
 
+
 def embed(frame_bgr: np.ndarray, payload: bytes | int,
-          key: bytes | str = pattern.DEFAULT_KEY) -> np.ndarray:
-    """`frame_bgr` (H×W×3 or ×4 uint8; alpha kept) with the watermark carrying `payload`."""
+          key: bytes | str = pattern.DEFAULT_KEY, sign: float = 1.0) -> np.ndarray:
+    """`frame_bgr` (H×W×3 or ×4 uint8; alpha kept) with the watermark carrying `payload`,
+    its pattern times `sign` (±1: `pattern.frame_sign` of the frame's index in a video)."""
     if frame_bgr.dtype != np.uint8 or frame_bgr.ndim != 3 or frame_bgr.shape[2] not in (3, 4):
         raise ValueError(f"expected an H×W×3/4 uint8 frame, not {frame_bgr.shape} "
                          f"{frame_bgr.dtype}")
@@ -55,6 +57,8 @@ def embed(frame_bgr: np.ndarray, payload: bytes | int,
                         else cv2.COLOR_BGR2GRAY)
     delta = strength(gray)
     delta *= _pattern(h, w, pattern.key_bytes(key), code.as_payload(payload))
+    if sign < 0:
+        np.negative(delta, out=delta)
     rms = float(np.sqrt(np.mean(delta * delta)))
     if rms > MAX_RMS:
         delta *= MAX_RMS / rms
@@ -65,6 +69,10 @@ def embed(frame_bgr: np.ndarray, payload: bytes | int,
     downs = [down] * 3 + ([np.zeros_like(down)] if frame_bgr.shape[2] == 4 else [])
     return cv2.subtract(cv2.add(frame_bgr, cv2.merge(planes)), cv2.merge(downs))
 
-def mark_frame(frame_bgr: np.ndarray, mark: Mark) -> np.ndarray:
-    """A merged frame with facelab's watermark for `mark.model_id` (call before encoding)."""
-    return embed(frame_bgr, code.model_payload(mark.model_id))
+
+def mark_frame(frame_bgr: np.ndarray, mark: Mark, index: int | None = None) -> np.ndarray:
+    """A merged frame with facelab's watermark for `mark.model_id` (call before encoding).
+    `index`: the frame's number in its video (its file name stem), which sets the pattern's
+    sign so that a clip's frames can be summed with static content cancelling; None for a
+    still (sign +1)."""
+    return embed(frame_bgr, code.model_payload(mark.model_id), sign=pattern.frame_sign(index))

@@ -87,3 +87,22 @@ def render_periodic(values: np.ndarray, px: int) -> np.ndarray:
     off = 0.5 / px - 0.5
     m = np.float32([[1 / px, 0, off + TILE], [0, 1 / px, off + TILE]])
     return cv2.warpAffine(big, m, (n, n), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)
+
+
+FLIP_FRAMES = 25  # frames per sign run in a video: the pattern's sign flips every 25 frames …
+PERIOD = 2 * FLIP_FRAMES  # … so the sign sequence repeats every 50 (the offsets searched)
+
+
+def frame_sign(index: int | None) -> float:
+    """The pattern's sign on frame `index` of a video (+1 for a still: index None).
+
+    Why a sign at all: summed over a clip with these signs, anything static (GRID's wall and
+    still head, and any fixed structure of a real video that happens to resemble the pattern)
+    cancels while the mark adds coherently. Runs of 25 frames (1 s at 25 fps) rather than a
+    flip every frame: after a flip an encoder at a low bitrate leaves static areas half
+    refreshed, a mix of both signs that a single frame cannot be read from, so the fewer
+    flips, the more single frames stay readable; the clip's sum needs only one flip
+    (measured with runs of 6, 12, 25 and 50: docs/WATERMARK.md)."""
+    if index is None:
+        return 1.0
+    return 1.0 if (index // FLIP_FRAMES) % 2 == 0 else -1.0
