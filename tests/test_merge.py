@@ -17,7 +17,7 @@ from facelab.provenance.mark import TRAINED_ALGORITHMIC_MEDIA
 from facelab.provenance.png import png_mark
 from facelab.train.trainer import TrainOptions, train
 from facelab.workspace import Workspace, list_images
-from tests.conftest import assert_one_line_error, copy_workspace, run_facelab
+from tests.conftest import assert_one_line_error, copy_workspace, data_file, run_facelab
 
 TINY = {"ae_dims": 32, "e_dims": 8, "d_dims": 8, "d_mask_dims": 8, "resolution": 64}
 
@@ -158,3 +158,29 @@ def test_super_resolution_composes_at_twice_the_size(ws: Workspace):
     lap = lambda a: cv2.Laplacian(cv2.cvtColor(a[..., :3], cv2.COLOR_BGR2GRAY),  # noqa: E731
                                   cv2.CV_64F)[inside].var()
     assert lap(sharp) > lap(plain)
+
+
+def test_result_is_found_after_hard_reencode_at_half_size(ws: Workspace, tmp_path: Path):
+    """Issue 8's bar end to end: merge → assemble → CRF 30 at 50 %, metadata gone → verify."""
+    import av
+
+    merge(ws, "m", MergeOptions(), NullReporter(), workers=2)
+    result = tmp_path / "result.mp4"
+    assert run_facelab("-w", ws.root, "video", "assemble", "--output", result).rc == 0
+    hard = tmp_path / "hard.mp4"
+    with av.open(str(result)) as src, av.open(str(hard), "w") as out:
+        v = src.streams.video[0]
+        stream = out.add_stream("libx264", rate=v.average_rate,
+                                options={"crf": "30", "preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = v.width // 2, v.height // 2, "yuv420p"
+        for frame in src.decode(v):
+            small = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
+            for packet in stream.encode(small):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with av.open(str(hard)) as check:
+        assert "comment" not in {k.lower() for k in check.metadata}
+    res = run_facelab("verify", hard)
+    assert res.rc == 0, res
+    assert run_facelab("verify", data_file("grid/speaker_a_1.mpg")).rc == 1
