@@ -19,6 +19,12 @@ Per clip and model:
   Model loading, pool start, PNG reads, writes and the provenance mark are all inside.
   ratio = merge wall time / prediction wall time for the same cores (goal ≤ 1.5).
 
+On a machine shared with other jobs the wall times say more about the neighbours than about
+facelab, so two CPU-based columns follow: CPU ratio = merge CPU per frame / prediction CPU
+per frame at 1 thread, and 2-core fps = 2 / (CPU s per frame), the rate two idle cores
+would reach if the work split perfectly (an upper bound; pool start and model loads
+included).
+
 Timings are medians over --repeat runs; CPU ms per frame (user + system of this process and
 its finished pool workers) is printed beside them: on a shared machine it is far steadier.
 
@@ -208,23 +214,25 @@ def main() -> None:
     try:
         spaces = build(root, a.models)
         head = (f"{'clip':7} {'model':8} {'run':22} {'frames':>6} {'fps':>7} {'ratio':>6} "
-                f"{'CPU ms/fr':>9}")
+                f"{'CPU ms/fr':>9} {'CPU ratio':>9} {'2-core fps':>10}")
         for clip in a.clips:
             for model in a.models:
                 crops = crops_of(spaces[clip], model, a.max_frames)
                 n = len(crops)
                 rows = [head]
                 pred: dict[int, float] = {}
+                pred_cpu = 0.0
                 for threads in (1, 2):
                     wall, cpu_t, load = predict_rate(spaces[clip], model, crops, threads,
                                                      a.repeat)
                     pred[threads] = wall
+                    pred_cpu = pred_cpu or cpu_t / n  # 1 thread: the model's own CPU cost
                     rows.append(f"{clip:7} {model:8} {f'predict {threads} thread':22} {n:6d} "
                                 f"{n / wall:7.1f} {'':6} {1000 * cpu_t / n:9.1f}"
                                 f"   (model load {load:.2f} s)")
                 pred[0] = pred[1] / 2  # two 1-thread processes, perfect scaling
                 rows.append(f"{clip:7} {model:8} {'predict 2 proc. ceil.':22} {n:6d} "
-                            f"{n / pred[0]:7.1f}")
+                            f"{n / pred[0]:7.1f} {'':6} {'':9} {'':9} {2 / pred_cpu:10.1f}")
                 for label, overrides, workers in RUNS:
                     wall, cpu_t, frames = merge_rate(spaces[clip], model, overrides, workers,
                                                      a.repeat, a.max_frames)
@@ -234,7 +242,8 @@ def main() -> None:
                     flag = "" if met else "  (goal missed)"
                     rows.append(f"{clip:7} {model:8} {f'merge {label} w{workers}':22} "
                                 f"{frames:6d} {fps:7.1f} {wall / base:6.2f} "
-                                f"{1000 * cpu_t / frames:9.1f}{flag}")
+                                f"{1000 * cpu_t / frames:9.1f} {cpu_t / frames / pred_cpu:9.2f} "
+                                f"{2 * frames / cpu_t:10.1f}{flag}")
                 print("\n".join(rows), f"\nload average {os.getloadavg()[0]:.1f}\n", flush=True)
     finally:
         if tmp is not None:
