@@ -30,6 +30,7 @@ from facelab.merge.predict import ModelInfo, Predictor, model_info
 from facelab.progress import Reporter
 from facelab.provenance.mark import Mark
 from facelab.provenance.png import png_bytes_with_mark
+from facelab.provenance.watermark import mark_frame
 from facelab.video.frames import read_image
 from facelab.workspace import Workspace, list_images
 
@@ -150,7 +151,8 @@ def _init(setup: _Setup, threads: int = 1) -> None:
     if setup.options.super_resolution != "none":
         from facelab.merge.enhance import create_enhancer
 
-        _W["enhance"] = create_enhancer(setup.options.super_resolution, setup.device).enhance
+        enhancer = create_enhancer(setup.options.super_resolution, setup.device)
+        _W["enhance"] = lambda face, size: enhancer.enhance(face, size)
 
 
 def _mesher() -> Any:
@@ -245,6 +247,8 @@ def _debug_tile(p: Placed, out: np.ndarray, mask: np.ndarray,
 
 def _write(stem: str, out: np.ndarray, alpha: np.ndarray, setup: _Setup,
            opts: MergeOptions, debug_tiles: list[np.ndarray]) -> list[Path]:
+    # the invisible watermark (its sign follows the frame number): no option leaves it out
+    out = mark_frame(out, setup.mark, index=int(stem) if stem.isdigit() else None)
     a8 = (alpha * 255).round().astype(np.uint8)
     image = np.dstack([out, a8]) if (opts.export_alpha or opts.mode == "raw") else out
     written = []
