@@ -15,6 +15,7 @@ from facelab.merge.options import MASK_MODES, MODES, MergeOptions
 from facelab.progress import NullReporter
 from facelab.provenance.mark import TRAINED_ALGORITHMIC_MEDIA
 from facelab.provenance.png import png_mark
+from facelab.provenance.watermark import mark_frame
 from facelab.train.trainer import TrainOptions, train
 from facelab.workspace import Workspace, list_images
 from tests.conftest import assert_one_line_error, copy_workspace, data_file, run_facelab
@@ -51,13 +52,17 @@ def test_default_merge_writes_every_frame_marked_and_resumes(ws: Workspace):
         mark = png_mark(f, size, "frame")
     assert mark is not None and mark.source_type == TRAINED_ALGORITHMIC_MEDIA
     assert mark.model_id.startswith("m@20:")
-    # outside the blend mask every pixel is the frame's; inside, the face changed
+    # outside the blend mask every pixel is the frame's, plus only the invisible watermark
+    # (a deliberate whole-frame layer, issue 8); inside, the face changed
     for frame in frames[::15]:
         merged, src = _merged(ws, frame), cv2.imread(str(frame))
         alpha = merged[..., 3]
         assert merged.shape[:2] == src.shape[:2]
-        outside = alpha == 0
-        assert np.array_equal(merged[..., :3][outside], src[outside])
+        marked = mark_frame(src, mark, index=int(frame.stem))
+        outside = alpha == 0  # the mark's strength follows the whole frame: ±1 in rounding
+        diff = np.abs(merged[..., :3].astype(int) - marked)[outside]
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.02
+        assert np.abs(marked.astype(int) - src).max() >= 2  # the mark is really there
         inside = alpha > 128  # a 20-iteration model's learned mask is not yet opaque
         assert inside.sum() > 500
         assert np.abs(merged[..., :3][inside].astype(int) - src[inside]).mean() > 2
@@ -184,3 +189,22 @@ def test_result_is_found_after_hard_reencode_at_half_size(ws: Workspace, tmp_pat
     res = run_facelab("verify", hard)
     assert res.rc == 0, res
     assert run_facelab("verify", data_file("grid/speaker_a_1.mpg")).rc == 1
+
+
+@pytest.mark.parametrize("mode", [m for m in MODES if m != "raw"])
+def test_composition_leaves_every_pixel_outside_the_mask_exact(ws: Workspace, mode: str):
+    """merge_face itself (before the frame-wide watermark): outside its mask, the frame."""
+    from facelab.faces.facetype import face_transform
+    from facelab.merge.compose import Placed, merge_face
+
+    frame_path = _frames(ws)[7]
+    frame = cv2.imread(str(frame_path))
+    meta = read_meta(next(ws.aligned_dir("dst").glob(f"{frame_path.stem}_*.jpg")))
+    mat = face_transform(meta.source_landmarks, "full", 64, meta.yaw)
+    crop = cv2.warpAffine(frame, mat, (64, 64), flags=cv2.INTER_CUBIC).astype(np.float32) / 255
+    placed = Placed(mat, meta.source_landmarks, np.ascontiguousarray(crop[:, ::-1]), None, crop)
+    roi, mask, (x0, y0, x1, y1) = merge_face(frame, placed, MergeOptions(mode=mode, mask="dst",
+                                                                           blur=30))
+    base = frame[y0:y1, x0:x1]
+    assert np.array_equal(roi[mask == 0], base[mask == 0])
+    assert (mask == 0).any() and np.abs(roi[mask > 0.5].astype(int) - base[mask > 0.5]).mean() > 1
