@@ -38,7 +38,7 @@ def strength(gray: np.ndarray) -> np.ndarray:
     c = pattern.cell_size(h) / f  # a cell, in pixels of `small`
     k = max(3, int(c) | 1)
     band = small - cv2.GaussianBlur(small, (0, 0), c)  # detail at the pattern's own scale
-    act = np.sqrt(cv2.blur(band * band, (k, k)))
+    act = np.sqrt(np.maximum(cv2.blur(band * band, (k, k)), 0))  # blur may round below 0
     act = cv2.erode(act, np.ones((k, k), np.uint8))
     ramp = np.clip((act - FLAT) / (TEXTURED - FLAT), 0, 1)
     amp = cv2.blur(FLOOR_AMP + (MAX_AMP - FLOOR_AMP) * ramp * ramp * (3 - 2 * ramp), (k, k))
