@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _measure import cpu_s, stop_forkserver  # bench/ is on sys.path when a script runs
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 CLIPS = {"grid": DATA / "grid" / "speaker_b.mpg",
@@ -43,22 +45,6 @@ DETECTORS = ("accurate", "fast")
 # (label, workers, debug); workers None = extract_faces's default (auto)
 PIPELINES = (("pipe 1 worker", 1, False), ("pipe auto", None, False),
              ("pipe auto+debug", None, True))
-
-
-def cpu_s() -> float:
-    """User + system CPU seconds of this process and its finished children."""
-    own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
-                                                 resource.RUSAGE_CHILDREN))
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def stop_forkserver() -> None:
-    """Stop multiprocessing's fork server (if extract_faces started one) and reap it."""
-    from multiprocessing import forkserver
-
-    stop = getattr(forkserver._forkserver, "_stop", None)  # private: no public API
-    if stop is not None:
-        stop()
 
 
 def peak_rss_mb() -> tuple[float, float]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import tempfile
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _measure import cpu_s, stop_forkserver  # bench/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -56,21 +56,6 @@ MODELS = {"quick96": ("quick96", 8), "sae": ("sae", 4)}  # name: (preset, iterat
 RUNS = (("default", {}, 2), ("default", {}, 1), ("overlay", {"mode": "overlay"}, 2),
         ("overlay", {"mode": "overlay"}, 1))
 GOAL_FPS, GOAL_RATIO = 15.0, 1.5
-
-
-def cpu_s() -> float:
-    own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
-                                                 resource.RUSAGE_CHILDREN))
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def stop_forkserver() -> None:
-    """Stop multiprocessing's fork server so its workers' CPU time reaches RUSAGE_CHILDREN."""
-    from multiprocessing import forkserver
-
-    stop = getattr(forkserver._forkserver, "_stop", None)  # private: no public API
-    if stop is not None:
-        stop()
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, float]:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from _measure import cpu_s  # bench/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "grid"
@@ -88,12 +89,6 @@ def rss_mib() -> tuple[float, float]:
     me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return me, kids
-
-
-def cpu_s() -> float:
-    """CPU seconds of this process and its finished children (the pool workers)."""
-    a, b = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
 def main() -> None:

@@ -40,10 +40,6 @@ HELP = {
 }
 
 
-def merge_options(**kw: object) -> MergeOptions:
-    return MergeOptions(**kw).validate()  # type: ignore[arg-type]
-
-
 def register(app: typer.Typer) -> None:
     command(app, "merge")(merge_cmd)
 
@@ -77,14 +73,14 @@ def merge_cmd(
 ) -> None:
     """Blend the model's src faces into every dst frame: data_dst/merged/<frame>.png. Frames
     without a face are copied, so the count matches. Every merged frame is marked as
-    synthetic (provenance metadata); then run `facelab video assemble`."""
+    synthetic (metadata and an invisible watermark); then run `facelab video assemble`."""
     st = state()
-    opts = merge_options(
+    opts = MergeOptions(
         mode=mode, mask=mask, masked_hist_match=masked_hist_match,
         hist_threshold=hist_threshold, erode=erode, blur=blur, face_scale=face_scale,
         color=color, degrade=degrade, color_degrade=color_degrade,
         super_resolution=super_resolution, smooth=smooth, export_alpha=export_alpha,
-    )
+    ).validate()
     rep = merger.merge(st.ws, model_name, opts, st.reporter, device=device, frames_spec=frames,
                 debug=debug)
     skipped = f", {rep.skipped} already done" if rep.skipped else ""

@@ -151,8 +151,7 @@ def _init(setup: _Setup, threads: int = 1) -> None:
     if setup.options.super_resolution != "none":
         from facelab.merge.enhance import create_enhancer
 
-        enhancer = create_enhancer(setup.options.super_resolution, setup.device)
-        _W["enhance"] = lambda face, size: enhancer.enhance(face, size)
+        _W["enhance"] = create_enhancer(setup.options.super_resolution, setup.device).enhance
 
 
 def _mesher() -> Any:
