@@ -11,6 +11,7 @@ as src, sharpness ≥ 0.8, expression correlation ≥ 0.8, pose error ≤ 2°, j
 
 Usage: .venv/bin/python bench/quality.py [--minutes 30] [--pairs grid_a_b,grid_c_d,pexels]
            [--root /tmp/facelab_quality] [--controls-only] [--identity-every 2]
+           [--config demo|quick96]
 """
 
 from __future__ import annotations
@@ -50,19 +51,26 @@ def control_frames(ref: run.Reference, src: Path) -> list[np.ndarray]:
     return controls.paste_faces(frames, ref.faces, [controls.average_face(aligned)])
 
 
-def swap(ws: Path, srcs: tuple[Path, ...], dst: Path, minutes: float) -> tuple[Path, float]:
+def swap(ws: Path, srcs: tuple[Path, ...], dst: Path, minutes: float,
+         config: str) -> tuple[Path, float, int]:
+    """The whole swap; `config` "demo" = the demo's 64-px SAE at lr 2e-4 (the fastest
+    learner per CPU-minute measured so far), "quick96" = `facelab swap`'s default model."""
+    from facelab import demo
     from facelab.swap import SwapOptions, run_swap
     from facelab.workspace import Workspace
 
     out = ws / "result.mp4"
+    extra = ({"preset": demo.PRESET, "overrides": dict(demo.OVERRIDES),
+              "batch_size": demo.BATCH, "lr": demo.LR} if config == "demo" else {})
     rep = run_swap(Workspace(ws), SwapOptions(src=srcs[0], more_src=srcs[1:], dst=dst,
-                                              output=out, minutes=minutes))
-    return out, rep.trained_minutes
+                                              output=out, minutes=minutes, **extra))
+    return out, rep.trained_minutes, rep.iteration
 
 
-def row(name: str, s: dict, minutes: float | None) -> str:
+def row(name: str, s: dict, minutes: float | None, iteration: int | None = None) -> str:
     cells = [f"{'—' if s.get(k) is None else format(s[k], '.3f'):>7}" for k, _ in COLS]
-    return f"{name:<18}" + " ".join(cells) + f" {'' if minutes is None else f'{minutes:.1f}':>6}"
+    spent = "" if minutes is None else f"{minutes:.1f} ({iteration})"
+    return f"{name:<18}" + " ".join(cells) + f" {spent:>12}"
 
 
 def main() -> None:
@@ -72,6 +80,7 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=Path("/tmp/facelab_quality"))
     ap.add_argument("--controls-only", action="store_true")
     ap.add_argument("--identity-every", type=int, default=2)
+    ap.add_argument("--config", choices=("demo", "quick96"), default="demo")
     args = ap.parse_args()
     opts = run.EvalOptions(identity_every=args.identity_every)
     print(f"{'pair':<18}" + " ".join(f"{c:>7}" for _, c in COLS) + "    min")
@@ -83,9 +92,10 @@ def main() -> None:
         s = run.evaluate(ctl, ref, opts).summary
         print(row(f"{name} control", s, None), flush=True)
         if not args.controls_only:
-            result, minutes = swap(args.root / name / "ws", srcs, dst, args.minutes)
+            result, minutes, it = swap(args.root / name / f"ws_{args.config}", srcs, dst,
+                                       args.minutes, args.config)
             s = run.evaluate(result, ref, opts).summary
-            print(row(f"{name} swap", s, minutes), flush=True)
+            print(row(f"{name} swap", s, minutes, it), flush=True)
         print(f"  ({time.monotonic() - t0:.0f} s wall)", flush=True)
 
 

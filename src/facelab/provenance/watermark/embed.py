@@ -18,20 +18,22 @@ from facelab.provenance.watermark import code, pattern
 
 FLAT = 0.6  # local detail (grey levels RMS at the cell scale) at or below which nothing is added
 TEXTURED = 1.5  # … and from which the full amplitude is
-FLOOR_AMP = 0.5  # grey levels on flat areas: below what shows there
+FLOOR_AMP = 1.25  # grey levels on flat areas: ±1 after rounding, 0.5 % contrast on GRID's wall
 MAX_AMP = 3.5  # grey levels on textured areas
 MAX_RMS = 2.4  # grey levels over the frame: PSNR ≥ 40.5 dB before rounding
 
 
 @lru_cache(maxsize=4)
-def _pattern(height: int, width: int, key: bytes, payload: int) -> np.ndarray:
-    values = pattern.tile_values(pattern.layout(key), payload)
-    return pattern.render(values, height, width)
+def _patterns(height: int, width: int, key: bytes, payload: int) -> tuple[np.ndarray, ...]:
+    """A and B rendered for this frame size (each made once)."""
+    return tuple(pattern.render(pattern.tile_values(pattern.layout(key, which), payload),
+                                height, width) for which in (0, 1))
 
 
-def strength(gray: np.ndarray) -> np.ndarray:
-    """Per-pixel amplitude in grey levels (float32, the frame's size). Computed on a copy
-    averaged down to about 4 pixels per cell: the map is smooth, and this keeps 1080p cheap."""
+def strength(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel amplitude in grey levels and texture (0 flat … 1 textured), float32, the
+    frame's size. Computed on a copy averaged down to about 4 pixels per cell: the maps are
+    smooth, and this keeps 1080p cheap."""
     h, w = gray.shape
     f = max(1, round(pattern.cell_size(h) / 4))
     small = cv2.resize(gray, (w // f, h // f), interpolation=cv2.INTER_AREA).astype(np.float32)
@@ -41,24 +43,28 @@ def strength(gray: np.ndarray) -> np.ndarray:
     act = np.sqrt(np.maximum(cv2.blur(band * band, (k, k)), 0))  # blur may round below 0
     act = cv2.erode(act, np.ones((k, k), np.uint8))
     ramp = np.clip((act - FLAT) / (TEXTURED - FLAT), 0, 1)
-    amp = cv2.blur(FLOOR_AMP + (MAX_AMP - FLOOR_AMP) * ramp * ramp * (3 - 2 * ramp), (k, k))
-    return cv2.resize(amp, (w, h), interpolation=cv2.INTER_LINEAR)
+    tex = cv2.blur(ramp * ramp * (3 - 2 * ramp), (k, k))
+    amp = FLOOR_AMP + (MAX_AMP - FLOOR_AMP) * tex
+    return (cv2.resize(amp, (w, h), interpolation=cv2.INTER_LINEAR),
+            cv2.resize(tex, (w, h), interpolation=cv2.INTER_LINEAR))
 
 
 def embed(frame_bgr: np.ndarray, payload: bytes | int,
           key: bytes | str = pattern.DEFAULT_KEY, sign: float = 1.0) -> np.ndarray:
     """`frame_bgr` (H×W×3 or ×4 uint8; alpha kept) with the watermark carrying `payload`,
-    its pattern times `sign` (±1: `pattern.frame_sign` of the frame's index in a video)."""
+    B's part times `sign` (in [−1, 1]: `pattern.frame_sign` of the frame's index in a
+    video)."""
     if frame_bgr.dtype != np.uint8 or frame_bgr.ndim != 3 or frame_bgr.shape[2] not in (3, 4):
         raise ValueError(f"expected an H×W×3/4 uint8 frame, not {frame_bgr.shape} "
                          f"{frame_bgr.dtype}")
     h, w = frame_bgr.shape[:2]
     gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGRA2GRAY if frame_bgr.shape[2] == 4
                         else cv2.COLOR_BGR2GRAY)
-    delta = strength(gray)
-    delta *= _pattern(h, w, pattern.key_bytes(key), code.as_payload(payload))
-    if sign < 0:
-        np.negative(delta, out=delta)
+    delta, tex = strength(gray)
+    a, b = _patterns(h, w, pattern.key_bytes(key), code.as_payload(payload))
+    wb = tex * pattern.B_WEIGHT  # B where the picture is textured (module docstring)
+    wa = np.sqrt(1 - wb * wb)
+    delta *= wa * a + (float(sign) * wb) * b
     rms = float(np.sqrt(np.mean(delta * delta)))
     if rms > MAX_RMS:
         delta *= MAX_RMS / rms
@@ -72,7 +78,7 @@ def embed(frame_bgr: np.ndarray, payload: bytes | int,
 
 def mark_frame(frame_bgr: np.ndarray, mark: Mark, index: int | None = None) -> np.ndarray:
     """A merged frame with facelab's watermark for `mark.model_id` (call before encoding).
-    `index`: the frame's number in its video (its file name stem), which sets the pattern's
-    sign so that a clip's frames can be summed with static content cancelling; None for a
-    still (sign +1)."""
+    `index`: the frame's number in its video (its file name stem), which sets the sign of
+    the pattern's B part so that a clip's frames can be summed with static content
+    cancelling; None for a still (sign +1)."""
     return embed(frame_bgr, code.model_payload(mark.model_id), sign=pattern.frame_sign(index))

@@ -2,6 +2,10 @@
 CELLS_PER_HEIGHT-th of the frame's height, so that resizing keeps it in place relative to
 the picture and a crop only shifts it (a cyclic shift of the tile, which detection searches).
 
+There are two such patterns, A and B, from the same key: orthogonal (independent chips and
+layouts), carrying the same payload. Every frame carries A·A_WEIGHT + s·B·B_WEIGHT, where
+the sign s of a video's frame alternates in runs (`frame_sign`); a still has s = +1.
+
 Cells are either pilot cells (a fixed keyed ±1 chip: what detection synchronises on and
 scores) or data cells (a keyed chip times one coded payload bit). Which is which, the chips,
 and the bit each data cell carries all come from the key.
@@ -37,9 +41,14 @@ class Layout:
     bit: np.ndarray  # TILE×TILE int: coded bit a data cell carries, −1 on pilot cells
 
 
+PATTERNS = 2  # A and B
+
+
 @lru_cache(maxsize=8)
-def layout(key: bytes) -> Layout:
-    seed = int.from_bytes(hashlib.sha256(b"facelab-wm-layout\0" + key).digest()[:8], "big")
+def layout(key: bytes, which: int = 0) -> Layout:
+    """Pattern A's (`which` 0) or B's (1) cells."""
+    salt = b"facelab-wm-layout\0" + (b"" if which == 0 else b"B%d\0" % which)
+    seed = int.from_bytes(hashlib.sha256(salt + key).digest()[:8], "big")
     rng = np.random.default_rng(seed)
     order = rng.permutation(TILE * TILE)
     bit = np.full(TILE * TILE, -1, np.int64)
@@ -89,20 +98,31 @@ def render_periodic(values: np.ndarray, px: int) -> np.ndarray:
     return cv2.warpAffine(big, m, (n, n), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)
 
 
-FLIP_FRAMES = 25  # frames per sign run in a video: the pattern's sign flips every 25 frames …
-PERIOD = 2 * FLIP_FRAMES  # … so the sign sequence repeats every 50 (the offsets searched)
+A_WEIGHT = 0.8  # the constant part: what a single frame is found by …
+B_WEIGHT = 0.6  # … and the part whose sign alternates: what a clip's temporal sum finds
+FLIP_FRAMES = 25  # frames per sign run in a video: B's sign flips every 25 frames …
+PERIOD = 2 * FLIP_FRAMES  # … so the sequence repeats every 50 (the offsets searched)
+RAMP = 6  # … gradually, over the last 6 frames of a run: no one-frame jump to flicker
 
 
 def frame_sign(index: int | None) -> float:
-    """The pattern's sign on frame `index` of a video (+1 for a still: index None).
+    """The sign of B on frame `index` of a video (+1 for a still: index None): +1 for 19
+    frames, a ramp through 0 over 6, −1 for 19, a ramp back over 6.
 
-    Why a sign at all: summed over a clip with these signs, anything static (GRID's wall and
-    still head, and any fixed structure of a real video that happens to resemble the pattern)
-    cancels while the mark adds coherently. Runs of 25 frames (1 s at 25 fps) rather than a
-    flip every frame: after a flip an encoder at a low bitrate leaves static areas half
-    refreshed, a mix of both signs that a single frame cannot be read from, so the fewer
-    flips, the more single frames stay readable; the clip's sum needs only one flip
-    (measured with runs of 6, 12, 25 and 50: docs/WATERMARK.md)."""
+    Why a sign at all: summed over a clip with these signs as weights, anything static
+    (GRID's wall and still head, any fixed structure of a real video that happens to
+    resemble the pattern, and A) cancels while B adds. Why not all of the mark: after a
+    flip, an encoder at a low bitrate leaves static areas unrefreshed until its next key
+    frame, still carrying the old sign; a single frame there holds a mix of both signs that
+    cancels. The constant A (64 % of the energy) persists through that and keeps single
+    frames readable (measured with the whole mark flipping, with A and B alternating, and
+    with this split: docs/WATERMARK.md). Runs of 25 frames (1 s at 25 fps) so every clip over
+    a second has a flip; the ramp spreads a flip's change (up to 2 × 0.6 of the mark) over
+    6 frames."""
     if index is None:
         return 1.0
-    return 1.0 if (index // FLIP_FRAMES) % 2 == 0 else -1.0
+    p = index % PERIOD
+    run, k = divmod(p, FLIP_FRAMES)
+    start = FLIP_FRAMES - RAMP
+    level = 1.0 if k < start else 1.0 - 2.0 * (k - start + 1) / (RAMP + 1)
+    return level if run == 0 else -level
