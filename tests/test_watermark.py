@@ -121,7 +121,7 @@ def test_grid_clip_verifies_after_crf30_half_size(tmp_path: Path):
     metadata. Merge numbers frames from 1; the clip is cut to start at frame 11, so verify
     must find the sign sequence's offset. Nearly every frame is found alone too (x264's
     default preset, as in bench/watermark.py: 96 % of these frames when written; "veryfast"
-    spends fewer bits: 40 %). The same frames unmarked, through the same path, are not
+    spends fewer bits: 54 %). The same frames unmarked, through the same path, are not
     flagged."""
     src = frames(data_file("grid/speaker_b.mpg"), 60)[10:]
     marked = tmp_path / "grid_marked.mp4"
