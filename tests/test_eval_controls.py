@@ -15,7 +15,7 @@ from tests.conftest import data_file
 
 pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 (installed by `make test`)")
 
-from facelab.eval import controls, identity, run
+from facelab.eval import controls, identity, pose, run
 from facelab.eval.sources import load_frames
 
 needs_dlib = pytest.mark.skipif(not identity.available(),
@@ -127,7 +127,27 @@ def test_pose_error_of_a_mirror_image_is_large(tmp_path: Path):
     yaw = np.array([f.yaw for f in r.faces if f is not None])
     assert np.ptp(yaw) > 20  # the clip turns its head
     itself = run.evaluate(dst, r, opts).summary
-    assert itself["pose_error_deg"] == 0.0
+    assert itself["pose_error_deg"] == 0.0 and itself["pose_error_offset_removed_deg"] == 0.0
     mirrored = score(tmp_path, "mirror", controls.mirror(pexels), r, opts)
     assert mirrored["pose_error_deg"] > 5.0
     assert mirrored["pose_error_yaw_pitch_roll_deg"][0] > 10.0  # yaw changes sign
+    # not a constant offset: the mirror turns the other way, so removing one leaves it large
+    assert mirrored["pose_error_offset_removed_deg"] > 5.0
+
+
+def test_pose_offset_is_split_from_following():
+    """A face that turns exactly with dst but reads 6° of pitch off (another person's
+    proportions) has a 6° offset and nothing left; one that does not turn with dst keeps
+    its error after the offset is removed."""
+    rng = np.random.default_rng(0)
+    yaw = np.linspace(-20, 20, 40)
+    follows = np.stack([np.zeros(40), np.full(40, 6.0), np.zeros(40)], 1)
+    follows += rng.normal(0, 0.1, follows.shape)
+    offset, rest = pose.offset_and_following(follows)
+    assert offset == pytest.approx([0, 6, 0], abs=0.1) and rest.mean() < 0.15
+    frozen = np.stack([-yaw, np.zeros(40), np.zeros(40)], 1)  # dst turns, result does not
+    offset, rest = pose.offset_and_following(frozen)
+    assert rest[:, 0].mean() > 8
+    with_gap = follows.copy()
+    with_gap[3] = np.nan  # a frame without a face
+    assert np.isfinite(pose.offset_and_following(with_gap)[0]).all()

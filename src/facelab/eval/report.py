@@ -23,6 +23,7 @@ ROWS: list[tuple[str, str, tuple[str, float] | None]] = [
     ("identity_dist_dst", "distance to dst (mean)", None),
     ("sharpness_ratio", "sharpness ratio (1 = as sharp as dst)", (">=", 0.8)),
     ("pose_error_deg", "pose error (°, mean |yaw, pitch, roll|)", ("<=", 2.0)),
+    ("pose_error_offset_removed_deg", "pose error, constant offset removed (°)", None),
     ("expression_error", "expression error (eye distances)", None),
     ("expression_corr", "expression following (correlation)", (">=", 0.8)),
     ("jitter_ratio", "landmark jitter ratio (1 = dst's own)", ("<=", 1.0)),

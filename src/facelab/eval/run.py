@@ -257,8 +257,10 @@ def evaluate(result: Path, ref: Reference, opts: EvalOptions | None = None,
         top1[have] = np.nanargmin(stack[have], 1) == names.index("src")
 
     # pose, expression, temporal
-    perr = pose.pose_errors(dst_faces, res_faces)
+    pdiff = pose.pose_differences(dst_faces, res_faces)
+    perr = np.abs(pdiff)
     pose_err = perr.mean(1)  # a row is NaN as a whole or not at all
+    pose_offset, pose_follow = pose.offset_and_following(pdiff)
     expr = np.array([expression.expression_error(a.points68, b.points68) if a and b else np.nan
                      for a, b in zip(dst_faces, res_faces, strict=True)])
     mouth_d, eyes_d = expression.openings(dst_faces)
@@ -301,6 +303,8 @@ def evaluate(result: Path, ref: Reference, opts: EvalOptions | None = None,
         "identity_frames": ident_n,
         "identities": names,
         "pose_error_yaw_pitch_roll_deg": [_num(_mean(perr[:, k]), 3) for k in range(3)],
+        "pose_offset_yaw_pitch_roll_deg": [_num(float(v), 3) for v in pose_offset],
+        "pose_error_offset_removed_deg": _num(_mean(pose_follow.mean(1)), 3),
         "expression_corr_mouth": _num(mouth_corr),
         "expression_corr_eyes": _num(eyes_corr),
         "expression_channels": [k for k, on in (("mouth", mouth_on), ("eyes", eyes_on)) if on],
