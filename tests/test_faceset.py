@@ -247,7 +247,7 @@ def test_crash_mid_sort_then_undo_or_resume(ws: Workspace) -> None:
     with crash_at(100), pytest.raises(RuntimeError):  # 75 faces: inside the second phase
         sort_faceset(fs, "hist")
     assert state(fs) != before
-    with pytest.raises(FacelabError, match=r"unfinished `sort hist`.*undo dst.*--resume"):
+    with pytest.raises(FacelabError, match=r"unfinished `sort hist`.*undo dst.*faceset resume dst"):
         sort_faceset(fs, "blur")
     undo(fs)
     assert state(fs) == before

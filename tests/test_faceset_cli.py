@@ -33,7 +33,10 @@ def ws(aligned_faces: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("k", [40, 120])  # killed in the first phase, in the second
-def test_killed_sort_then_undo_loses_nothing(ws: Path, k: int) -> None:
+def test_killed_sort_then_undo_or_resume_loses_nothing(ws: Path, k: int, aligned_faces: Path,
+                                                      tmp_path: Path) -> None:
+    """Killed in the first phase: undo restores every name and byte; in the second: resume
+    ends with the same files as a sort that was never interrupted."""
     fs = resolve(Workspace(ws), "dst", None)
     before = state(fs)
     proc = subprocess.run([sys.executable, "-c", KILL, str(ws), str(k)], capture_output=True,
@@ -41,11 +44,25 @@ def test_killed_sort_then_undo_loses_nothing(ws: Path, k: int) -> None:
     assert proc.returncode == -9, proc.stderr
     assert state(fs) != before
     res = run_facelab("-w", ws, "sort", "dst", "--by", "blur")
-    assert_one_line_error(res, "unfinished `sort hist`", "faceset undo dst", "--resume")
-    res = run_facelab("-w", ws, "faceset", "undo", "dst")
+    assert_one_line_error(res, "unfinished `sort hist`", "faceset undo dst",
+                          "faceset resume dst")
+    if k == 40:  # roll it back
+        res = run_facelab("-w", ws, "faceset", "undo", "dst")
+        assert res.rc == 0, res.err
+        assert "Undid `sort hist`" in res.out
+        assert state(fs) == before
+        return
+    # or finish it: the same files as an uninterrupted sort
+    res = run_facelab("-w", ws, "faceset", "resume", "dst")
+    assert res.rc == 0 and "Finished `sort hist`" in res.out, res
+    clean = copy_workspace(aligned_faces, tmp_path / "clean")
+    res = run_facelab("-w", clean, "sort", "dst", "--by", "hist")
     assert res.rc == 0, res.err
-    assert "Undid `sort hist`" in res.out
-    assert state(fs) == before
+    assert state(fs) == state(resolve(Workspace(clean), "dst", None))
+    res = run_facelab("-w", ws, "faceset", "resume", "dst")
+    assert res.rc == 0 and "Nothing was interrupted" in res.out, res
+    res = run_facelab("-w", ws, "sort", "dst", "--by", "blur")
+    assert res.rc == 0, res.err
 
 
 def test_clean_up_session_never_loses_a_file(ws: Path) -> None:

@@ -15,6 +15,7 @@ from facelab.faceset.debug import remove_debug as remove_debug_files
 from facelab.faceset.folder import Faceset, resolve
 from facelab.faceset.ops import recover_names as recover
 from facelab.faceset.ops import restore_files, trash_files
+from facelab.faceset.ops import resume as resume_op
 from facelab.faceset.ops import undo as undo_ops
 from facelab.faceset.sort import sort_faceset
 from facelab.faceset.stats import faceset_stats
@@ -44,7 +45,8 @@ def add_commands(faceset: typer.Typer) -> None:
     """Add the curation commands to the `faceset` group."""
     for name, fn in (("recover-names", recover_names), ("add-debug", add_debug),
                      ("remove-debug", remove_debug), ("trash", trash), ("restore", restore),
-                     ("undo", undo), ("stats", stats), ("combine", combine)):
+                     ("undo", undo), ("resume", resume), ("stats", stats),
+                     ("combine", combine)):
         command(faceset, name)(fn)
 
 
@@ -124,6 +126,14 @@ def undo(side: str | None = _side(), folder: Path | None = _dir(),
     restoring exact names and bytes; also rolls back one a crash interrupted."""
     for op in undo_ops(_fs(side, folder), steps, state().reporter):
         out.print(f"Undid `{op.command}` (operation {op.id}, {op.time}).")
+
+
+def resume(side: str | None = _side(), folder: Path | None = _dir()) -> None:
+    """Finish a curation operation a crash interrupted, in the direction it was going (an
+    interrupted undo goes on undoing)."""
+    op = resume_op(_fs(side, folder), state().reporter)
+    out.print("Nothing was interrupted." if op is None else
+              f"Finished `{op.command}` (operation {op.id}, {op.time}).")
 
 
 def stats(side: str | None = _side(), folder: Path | None = _dir()) -> None:

@@ -107,8 +107,8 @@ class Journal:
             what = f"undo of `{op.command}`" if op.state == "undoing" else f"`{op.command}`"
             raise FacelabError(
                 f"{self.label} has an unfinished {what} (operation {op.id}, {op.time}): run "
-                f"`facelab faceset undo {side_hint}` to roll it back or add --resume to "
-                "finish it.")
+                f"`facelab faceset undo {side_hint}` to roll it back or `facelab faceset "
+                f"resume {side_hint}` to finish it.")
 
     def _load(self, path: Path) -> Op:
         try:
