@@ -288,7 +288,13 @@ def test_debug_overlays(ws: Workspace) -> None:
     assert add_debug(fs) == len(faces)
     debug = fs.debug_files()
     assert len(debug) == len(faces) and all(is_debug(p) for p in debug)
-    assert fs.faces() == faces  # overlays are never faces
+    assert fs.faces() == faces  # overlays are never faces …
+    from facelab.faces.facetype import FaceType
+    from facelab.faceset.folder import list_faces
+    from facelab.train.data import Faceset as TrainingFaces
+
+    assert list_faces(fs.folder) == faces  # … nor for training, merging or eval
+    assert len(TrainingFaces(fs.folder, 64, FaceType.WHOLE_FACE.value)) == len(faces)
     assert cv2.imread(str(debug[0])).shape == (256, 256, 3)  # any viewer opens them
     with pytest.raises(FacelabError, match="24 debug overlays: run `facelab faceset remove"):
         sort_faceset(fs, "blur")

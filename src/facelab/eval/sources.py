@@ -9,6 +9,7 @@ import numpy as np
 
 from facelab.errors import FacelabError
 from facelab.faces.faceimage import has_meta, read_face
+from facelab.faceset.folder import is_debug
 from facelab.video.frames import read_image
 from facelab.workspace import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_images
 
@@ -76,7 +77,8 @@ def faceset_images(folder: Path, limit: int) -> list[tuple[np.ndarray, np.ndarra
     aligned faces, (image, None) for other images (the caller finds the face). An aligned
     face whose source frame lies in the folder above (data_src/aligned → data_src/) is
     measured in that frame, like the result's faces, rather than in its tight crop."""
-    paths = [p for p in list_images(folder) if p.suffix.lower() in IMAGE_EXTENSIONS]
+    paths = [p for p in list_images(folder)
+             if p.suffix.lower() in IMAGE_EXTENSIONS and not is_debug(p)]
     if not paths:
         raise UnreadableInput(f"{folder} holds no face images.")
     if len(paths) > limit:

@@ -62,6 +62,13 @@ def from_trash(trash: Path) -> Faceset:
     return Faceset(folder, str(folder), f"--dir {folder}")
 
 
+def list_faces(folder: Path) -> list[Path]:
+    """The face JPGs of an aligned folder in name order, without add-debug's overlays (what
+    training, merging and eval read: an overlay left beside the faces is no face)."""
+    return [p for p in list_images(folder)
+            if p.suffix.lower() in (".jpg", ".jpeg") and not is_debug(p)]
+
+
 def is_debug(path: Path) -> bool:
     """Whether `path` is an overlay written by `add-debug` (checked by its marker)."""
     if not path.name.endswith(DEBUG_SUFFIX):

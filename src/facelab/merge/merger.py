@@ -22,6 +22,7 @@ import numpy as np
 from facelab.errors import FacelabError
 from facelab.faces.faceimage import FaceMeta, read_meta
 from facelab.faces.facetype import face_transform
+from facelab.faceset.folder import list_faces
 from facelab.fsutil import read_json, temp_sibling, write_json
 from facelab.merge.compose import Placed, merge_face
 from facelab.merge.options import MergeOptions
@@ -81,7 +82,7 @@ def _frame_number(path: Path) -> int | None:
 def _dst_faces(ws: Workspace) -> dict[str, list[FaceMeta]]:
     """The dst faces' metadata by source frame name (deleted faces are simply absent)."""
     folder = ws.aligned_dir("dst")
-    faces = [p for p in list_images(folder) if p.suffix.lower() in (".jpg", ".jpeg")]
+    faces = list_faces(folder)
     if not faces:
         raise FacelabError(f"{folder} holds no faces: run `facelab extract dst` first.")
     by_frame: dict[str, list[FaceMeta]] = defaultdict(list)

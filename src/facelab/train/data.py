@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from facelab.errors import FacelabError
 from facelab.faces.faceimage import FaceMeta, read_meta
 from facelab.faces.facetype import FaceType, face_transform, transform_points
+from facelab.faceset.folder import list_faces
 from facelab.train.warp import Augment, draw_augment, render, rng_for
-from facelab.workspace import list_images
 
 SRC_SCALE_LIMIT = 0.3  # the user's src face scale option, −30…30 %
 
@@ -66,7 +66,7 @@ class Faceset:
         self.folder = Path(folder)
         self.resolution = int(resolution)
         self.face_type = FaceType.parse(str(face_type))
-        self.paths = [p for p in list_images(self.folder) if p.suffix.lower() in (".jpg", ".jpeg")]
+        self.paths = list_faces(self.folder)
         if not self.paths:
             side = self.folder.parent.name.removeprefix("data_")
             side = side if side in ("src", "dst") else "src|dst"
