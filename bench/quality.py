@@ -67,6 +67,17 @@ def swap(ws: Path, srcs: tuple[Path, ...], dst: Path, minutes: float,
     return out, rep.trained_minutes, rep.iteration
 
 
+def detail(s: dict) -> str:
+    """The per-channel figures behind a row (what `facelab eval` writes to eval.json)."""
+    f = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
+    ypr = s.get("pose_error_yaw_pitch_roll_deg") or [None] * 3
+    return (f"    mouth {f(s.get('expression_corr_mouth'))} eyes "
+            f"{f(s.get('expression_corr_eyes'))} | pose yaw/pitch/roll "
+            f"{'/'.join(f(v) for v in ypr)}, offset removed "
+            f"{f(s.get('pose_error_offset_removed_deg'))} | dist src/dst "
+            f"{f(s.get('identity_dist_src'))}/{f(s.get('identity_dist_dst'))}")
+
+
 def row(name: str, s: dict, minutes: float | None, iteration: int | None = None) -> str:
     cells = [f"{'—' if s.get(k) is None else format(s[k], '.3f'):>7}" for k, _ in COLS]
     spent = "" if minutes is None else f"{minutes:.1f} ({iteration})"
@@ -91,11 +102,13 @@ def main() -> None:
         ctl = controls.write_frames(args.root / name / "control", control_frames(ref, srcs[0]))
         s = run.evaluate(ctl, ref, opts).summary
         print(row(f"{name} control", s, None), flush=True)
+        print(detail(s), flush=True)
         if not args.controls_only:
             result, minutes, it = swap(args.root / name / f"ws_{args.config}", srcs, dst,
                                        args.minutes, args.config)
             s = run.evaluate(result, ref, opts).summary
             print(row(f"{name} swap", s, minutes, it), flush=True)
+            print(detail(s), flush=True)
         print(f"  ({time.monotonic() - t0:.0f} s wall)", flush=True)
 
 
