@@ -134,7 +134,7 @@ def crops_of(root: Path, model: str, max_frames: int | None) -> list[np.ndarray]
 
 
 def predict_rate(root: Path, model: str, crops: list[np.ndarray], threads: int,
-                 repeat: int) -> tuple[float, float, float]:
+                 repeat: int, precision: str) -> tuple[float, float, float]:
     """Median wall and CPU seconds of predicting every frame's faces; model load seconds."""
     import torch
 
@@ -143,7 +143,7 @@ def predict_rate(root: Path, model: str, crops: list[np.ndarray], threads: int,
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    pred = Predictor(Workspace(root).model_dir, model, "cpu")
+    pred = Predictor(Workspace(root).model_dir, model, "cpu", precision=precision)
     load = time.perf_counter() - start
     pred.predict(crops[0])  # warm-up, untimed
     runs = [timed(lambda: [pred.predict(c) for c in crops]) for _ in range(repeat)]
@@ -152,7 +152,8 @@ def predict_rate(root: Path, model: str, crops: list[np.ndarray], threads: int,
 
 
 def merge_rate(root: Path, model: str, overrides: dict[str, Any], workers: int,
-               repeat: int, max_frames: int | None) -> tuple[float, float, int]:
+               repeat: int, max_frames: int | None, precision: str
+               ) -> tuple[float, float, int]:
     from facelab.merge.merger import merge
     from facelab.merge.options import MergeOptions
     from facelab.progress import NullReporter
@@ -164,7 +165,7 @@ def merge_rate(root: Path, model: str, overrides: dict[str, Any], workers: int,
 
     def run() -> None:
         done.append(merge(ws, model, MergeOptions(**overrides), NullReporter(), device="cpu",
-                          workers=workers, frames_spec=spec).merged_now)
+                          workers=workers, frames_spec=spec, precision=precision).merged_now)
 
     for _ in range(repeat):
         shutil.rmtree(ws.merged_dir, ignore_errors=True)
@@ -183,6 +184,9 @@ def main() -> None:
                         help="build the workspaces here and reuse them on the next run")
     parser.add_argument("--max-frames", type=int, default=None,
                         help="only each clip's first N frames (merge --frames 1-N)")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "auto"],
+                        help="the prediction's precision, each measured in turn (auto: what "
+                        "merge picks here, resolved once)")
     a = parser.parse_args()
     cpu = next((ln.split(":", 1)[1].strip() for ln in
                 Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")),
@@ -200,36 +204,42 @@ def main() -> None:
         spaces = build(root, a.models)
         head = (f"{'clip':7} {'model':8} {'run':22} {'frames':>6} {'fps':>7} {'ratio':>6} "
                 f"{'CPU ms/fr':>9} {'CPU ratio':>9} {'2-core fps':>10}")
-        for clip in a.clips:
-            for model in a.models:
-                crops = crops_of(spaces[clip], model, a.max_frames)
-                n = len(crops)
-                rows = [head]
-                pred: dict[int, float] = {}
-                pred_cpu = 0.0
-                for threads in (1, 2):
-                    wall, cpu_t, load = predict_rate(spaces[clip], model, crops, threads,
-                                                     a.repeat)
-                    pred[threads] = wall
-                    pred_cpu = pred_cpu or cpu_t / n  # 1 thread: the model's own CPU cost
-                    rows.append(f"{clip:7} {model:8} {f'predict {threads} thread':22} {n:6d} "
-                                f"{n / wall:7.1f} {'':6} {1000 * cpu_t / n:9.1f}"
-                                f"   (model load {load:.2f} s)")
-                pred[0] = pred[1] / 2  # two 1-thread processes, perfect scaling
-                rows.append(f"{clip:7} {model:8} {'predict 2 proc. ceil.':22} {n:6d} "
-                            f"{n / pred[0]:7.1f} {'':6} {'':9} {'':9} {2 / pred_cpu:10.1f}")
-                for label, overrides, workers in RUNS:
-                    wall, cpu_t, frames = merge_rate(spaces[clip], model, overrides, workers,
-                                                     a.repeat, a.max_frames)
-                    base = pred[0] * frames / n if workers > 1 else pred[2] * frames / n
-                    fps = frames / wall
-                    met = fps >= GOAL_FPS and wall / base <= GOAL_RATIO
-                    flag = "" if met else "  (goal missed)"
-                    rows.append(f"{clip:7} {model:8} {f'merge {label} w{workers}':22} "
-                                f"{frames:6d} {fps:7.1f} {wall / base:6.2f} "
-                                f"{1000 * cpu_t / frames:9.1f} {cpu_t / frames / pred_cpu:9.2f} "
-                                f"{2 * frames / cpu_t:10.1f}{flag}")
-                print("\n".join(rows), f"\nload average {os.getloadavg()[0]:.1f}\n", flush=True)
+        import torch
+
+        from facelab.train.device import choose_precision
+
+        runs_of = [(p, choose_precision(p, torch.device("cpu"))[0]) for p in a.precisions]
+        for clip, model, (asked, precision) in ((c, m, p) for c in a.clips for m in a.models
+                                                 for p in runs_of):
+            crops = crops_of(spaces[clip], model, a.max_frames)
+            n = len(crops)
+            rows = [head]
+            pred: dict[int, float] = {}
+            pred_cpu = 0.0
+            for threads in (1, 2):
+                wall, cpu_t, load = predict_rate(spaces[clip], model, crops, threads,
+                                                 a.repeat, precision)
+                pred[threads] = wall
+                pred_cpu = pred_cpu or cpu_t / n  # 1 thread: the model's own CPU cost
+                rows.append(f"{clip:7} {model:8} {f'predict {threads} thread':22} {n:6d} "
+                            f"{n / wall:7.1f} {'':6} {1000 * cpu_t / n:9.1f}"
+                            f"   (model load {load:.2f} s)")
+            pred[0] = pred[1] / 2  # two 1-thread processes, perfect scaling
+            rows.append(f"{clip:7} {model:8} {'predict 2 proc. ceil.':22} {n:6d} "
+                        f"{n / pred[0]:7.1f} {'':6} {'':9} {'':9} {2 / pred_cpu:10.1f}")
+            for label, overrides, workers in RUNS:
+                wall, cpu_t, frames = merge_rate(spaces[clip], model, overrides, workers,
+                                                 a.repeat, a.max_frames, precision)
+                base = pred[0] * frames / n if workers > 1 else pred[2] * frames / n
+                fps = frames / wall
+                met = fps >= GOAL_FPS and wall / base <= GOAL_RATIO
+                flag = "" if met else "  (goal missed)"
+                rows.append(f"{clip:7} {model:8} {f'merge {label} w{workers}':22} "
+                            f"{frames:6d} {fps:7.1f} {wall / base:6.2f} "
+                            f"{1000 * cpu_t / frames:9.1f} {cpu_t / frames / pred_cpu:9.2f} "
+                            f"{2 * frames / cpu_t:10.1f}{flag}")
+            print(f"precision {asked} → {precision}")
+            print("\n".join(rows), f"\nload average {os.getloadavg()[0]:.1f}\n", flush=True)
     finally:
         if tmp is not None:
             tmp.cleanup()

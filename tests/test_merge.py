@@ -71,6 +71,24 @@ def test_default_merge_writes_every_frame_marked_and_resumes(ws: Workspace):
         assert alpha[0, 0] == 0 and alpha[-1, -1] == 0  # corners are background
     again = merge(ws, "m", MergeOptions(export_alpha=True), NullReporter(), workers=1)
     assert again.merged_now == 0 and again.skipped == len(frames)
+    # another prediction precision is another result: every frame is made again
+    fp32 = merge(ws, "m", MergeOptions(export_alpha=True), NullReporter(), workers=1,
+                 precision="fp32", frames_spec="1-3")
+    assert fp32.merged_now == 3
+
+
+def test_bf16_prediction_is_close_to_fp32(ws: Workspace):
+    """What `--precision auto` picks on a CPU with fast bf16: near fp32's output."""
+    from facelab.merge.predict import Predictor
+
+    rng = np.random.default_rng(0)
+    faces = rng.random((4, 64, 64, 3), dtype=np.float32)
+    exact, mask = Predictor(ws.model_dir, "m", "cpu").predict(faces)
+    fast, fast_mask = Predictor(ws.model_dir, "m", "cpu", precision="bf16").predict(faces)
+    assert fast.dtype == np.float32 and fast.shape == exact.shape
+    assert 0 < np.abs(fast - exact).max() < 0.05  # bf16 really ran, and changed little
+    assert cv2.PSNR(fast, exact, 1.0) > 40
+    assert mask is not None and fast_mask is not None and np.abs(fast_mask - mask).max() < 0.05
 
 
 def test_alpha_is_opaque_at_the_nose(ws: Workspace):

@@ -180,7 +180,8 @@ def run_swap(ws: Workspace, opts: SwapOptions, reporter: Reporter = NULL,
     report.iteration, report.trained_minutes, report.preview = _train(ws, opts, reporter, stop)
     from facelab.merge.merger import merge
 
-    merged = merge(ws, opts.model_name, opts.merge, reporter, device=opts.device)
+    merged = merge(ws, opts.model_name, opts.merge, reporter, device=opts.device,
+                   precision=opts.precision)
     report.merged_frames = merged.frames
     report.assembled = assemble(ws, AssembleOptions(format=fmt, output=opts.output), reporter)
     return report

@@ -32,6 +32,7 @@ from facelab.progress import Reporter
 from facelab.provenance.mark import Mark
 from facelab.provenance.png import png_bytes_with_mark
 from facelab.provenance.watermark import mark_frame
+from facelab.train.device import choose_precision, resolve_device
 from facelab.video.frames import read_image
 from facelab.workspace import Workspace, list_images
 
@@ -134,6 +135,7 @@ class _Setup:
     mask_dir: Path | None
     debug_dir: Path | None
     mark: Mark
+    precision: str = "fp32"  # the prediction's, resolved (never "auto")
 
 
 def _init(setup: _Setup, threads: int = 1) -> None:
@@ -144,7 +146,8 @@ def _init(setup: _Setup, threads: int = 1) -> None:
     torch.set_num_threads(threads)
     _W.clear()
     _W["setup"] = setup
-    _W["predictor"] = Predictor(setup.model_dir, setup.model_name, setup.device)
+    _W["predictor"] = Predictor(setup.model_dir, setup.model_name, setup.device,
+                                precision=setup.precision)
     _W["mesher"] = None
     if "prd" in setup.options.mask_parts:
         _W["mesher"] = _mesher()
@@ -298,14 +301,16 @@ def _sync(paths: list[Path]) -> None:
 # ── the driver ──────────────────────────────────────────────────────────────────────────
 
 
-def _settings(info: ModelInfo, opts: MergeOptions) -> dict[str, Any]:
-    return {"model_id": info.model_id, "options": opts.to_json()}
+def _settings(info: ModelInfo, opts: MergeOptions, precision: str) -> dict[str, Any]:
+    return {"model_id": info.model_id, "options": opts.to_json(), "precision": precision}
 
 
 def merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter,
           device: str = "auto", frames_spec: str | None = None, debug: bool = False,
-          workers: int | None = None) -> MergeReport:
-    """Merge the dst frames with model `model_name`; returns what was done."""
+          workers: int | None = None, precision: str = "auto") -> MergeReport:
+    """Merge the dst frames with model `model_name`; returns what was done. `precision` of
+    the prediction: auto = bf16 on a CPU where it measured faster (1.56× less CPU per face
+    for quick96 here, 61 dB from fp32's output), on a GPU bf16/fp16; fp32 = exact."""
     opts.validate()
     ws.require()
     info = model_info(ws.model_dir, model_name)
@@ -329,7 +334,8 @@ def merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter
     for d in (mask_dir, debug_dir):
         if d is not None:
             d.mkdir(parents=True, exist_ok=True)
-    settings = _settings(info, opts)
+    precision = choose_precision(precision, resolve_device(device))[0]
+    settings = _settings(info, opts, precision)
     state_path = out_dir / STATE_FILE
     same = _read_state(state_path) == settings
     todo = [p for p in frames if not (same and _done(p, out_dir, mask_dir, debug_dir))]
@@ -338,7 +344,7 @@ def merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter
                          model_id=info.model_id, out_dir=out_dir)
     report.frames_without_face = sum(1 for p in frames if not jobs.get(p.name))
     setup = _Setup(ws.model_dir, model_name, device, opts, out_dir, mask_dir, debug_dir,
-                   Mark.synthetic(info.model_id))
+                   Mark.synthetic(info.model_id), precision)
     items = [(p, jobs.get(p.name, [])) for p in todo]
     n_workers = workers if workers is not None else _default_workers(len(items), device)
     with reporter.task("Merging dst frames", len(items)) as task:

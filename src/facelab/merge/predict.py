@@ -18,7 +18,7 @@ import torch
 from facelab.errors import FacelabError
 from facelab.faces.facetype import FaceType
 from facelab.train import checkpoint
-from facelab.train.device import resolve_device
+from facelab.train.device import autocast, resolve_device
 from facelab.train.models import ModelOptions, build_model
 from facelab.train.trainer import fixed_of, peek
 
@@ -62,10 +62,13 @@ class Predictor:
     """Runs a model's swap (dst → src) on batches of face crops."""
 
     def __init__(self, folder: Path, name: str, device: str = "auto",
-                 warn: checkpoint.Warn = lambda _: None) -> None:
+                 warn: checkpoint.Warn = lambda _: None, precision: str = "fp32") -> None:
+        """`precision`: fp32, bf16 or fp16 (autocast); resolve "auto" once beforehand with
+        `train.device.choose_precision` (the merge does, for all its workers)."""
         self.info = model_info(folder, name)
         mo = self.info.options
         self.device = resolve_device(device)
+        self.precision = precision
         model = build_model(mo)
         checkpoint.load(folder, name, model, None, expected_arch=mo.arch,
                         fixed_options=fixed_of(mo), warn=warn, restore_rng=False)
@@ -78,7 +81,8 @@ class Predictor:
         """N×R×R×3 float32 BGR [0, 1] dst crops → (N×R×R×3 swapped faces, N×R×R learned
         masks or None when the model learns no mask)."""
         x = torch.from_numpy(np.ascontiguousarray(faces.transpose(0, 3, 1, 2))).float()
-        image, mask = self.model.swap(x.to(self.device))  # type: ignore[operator]
+        with autocast(self.device, self.precision):
+            image, mask = self.model.swap(x.to(self.device))  # type: ignore[operator]
         out = image.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
         m = None if mask is None else mask.float().clamp(0, 1)[:, 0].cpu().numpy()
         return out, m
