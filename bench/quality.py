@@ -11,7 +11,7 @@ as src, sharpness ≥ 0.8, expression correlation ≥ 0.8, pose error ≤ 2°, j
 
 Usage: .venv/bin/python bench/quality.py [--minutes 30] [--pairs grid_a_b,grid_c_d,pexels]
            [--root /tmp/facelab_quality] [--controls-only] [--identity-every 2]
-           [--config demo|quick96]
+           [--config demo|quick96] [--set OPTION=VALUE ...]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def control_frames(ref: run.Reference, src: Path) -> list[np.ndarray]:
 
 
 def swap(ws: Path, srcs: tuple[Path, ...], dst: Path, minutes: float,
-         config: str) -> tuple[Path, float, int]:
+         config: str, sets: dict[str, Any]) -> tuple[Path, float, int]:
     """The whole swap; `config` "demo" = the demo's 64-px SAE at lr 2e-4 (the fastest
     learner per CPU-minute measured so far), "quick96" = `facelab swap`'s default model."""
     from facelab import demo
@@ -60,8 +61,10 @@ def swap(ws: Path, srcs: tuple[Path, ...], dst: Path, minutes: float,
     from facelab.workspace import Workspace
 
     out = ws / "result.mp4"
-    extra = ({"preset": demo.PRESET, "overrides": dict(demo.OVERRIDES),
-              "batch_size": demo.BATCH, "lr": demo.LR} if config == "demo" else {})
+    extra: dict[str, Any] = ({"preset": demo.PRESET, "overrides": dict(demo.OVERRIDES),
+                              "batch_size": demo.BATCH, "lr": demo.LR}
+                             if config == "demo" else {"overrides": {}})
+    extra["overrides"].update(sets)
     rep = run_swap(Workspace(ws), SwapOptions(src=srcs[0], more_src=srcs[1:], dst=dst,
                                               output=out, minutes=minutes, **extra))
     return out, rep.trained_minutes, rep.iteration
@@ -78,6 +81,17 @@ def detail(s: dict) -> str:
             f"{f(s.get('identity_dist_src'))}/{f(s.get('identity_dist_dst'))}")
 
 
+def parse_set(text: str) -> tuple[str, Any]:
+    key, _, value = text.partition("=")
+    low = value.strip().lower()
+    if low in ("true", "false"):
+        return key.strip(), low == "true"
+    try:
+        return key.strip(), int(value)
+    except ValueError:
+        return key.strip(), value.strip()
+
+
 def row(name: str, s: dict, minutes: float | None, iteration: int | None = None) -> str:
     cells = [f"{'—' if s.get(k) is None else format(s[k], '.3f'):>7}" for k, _ in COLS]
     spent = "" if minutes is None else f"{minutes:.1f} ({iteration})"
@@ -92,6 +106,9 @@ def main() -> None:
     ap.add_argument("--controls-only", action="store_true")
     ap.add_argument("--identity-every", type=int, default=2)
     ap.add_argument("--config", choices=("demo", "quick96"), default="demo")
+    ap.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                    help="a model option of the new model, e.g. eyes_mouth_priority=true "
+                    "(its own workspace)")
     args = ap.parse_args()
     opts = run.EvalOptions(identity_every=args.identity_every)
     print(f"{'pair':<18}" + " ".join(f"{c:>7}" for _, c in COLS) + "    min")
@@ -104,8 +121,10 @@ def main() -> None:
         print(row(f"{name} control", s, None), flush=True)
         print(detail(s), flush=True)
         if not args.controls_only:
-            result, minutes, it = swap(args.root / name / f"ws_{args.config}", srcs, dst,
-                                       args.minutes, args.config)
+            sets = dict(parse_set(x) for x in args.set)
+            tag = "".join(f"_{k}-{v}" for k, v in sorted(sets.items()))
+            result, minutes, it = swap(args.root / name / f"ws_{args.config}{tag}", srcs, dst,
+                                       args.minutes, args.config, sets)
             s = run.evaluate(result, ref, opts).summary
             print(row(f"{name} swap", s, minutes, it), flush=True)
             print(detail(s), flush=True)
