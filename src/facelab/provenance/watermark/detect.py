@@ -181,10 +181,9 @@ def score(ev: np.ndarray, key: bytes | str = pattern.DEFAULT_KEY, frames: int = 
     best = (-np.inf, 0, 0, 0, mixes[0])
     nom = (-np.inf, mixes[0])
     for i in range(len(SCALES)):
-        f = np.fft.rfft2(ev[i])
-        cs = [np.fft.irfft2(f * t.pilot_f, s=(N, N)) for t in ts]
+        cs = _maps(ev[i], ts)
         for mix in mixes:
-            c = mix[0] * cs[0] + mix[1] * cs[1]
+            c = _mixed(cs, mix)
             sd = float(c.std())
             if sd < 1e-6:
                 continue
@@ -202,29 +201,36 @@ def score(ev: np.ndarray, key: bytes | str = pattern.DEFAULT_KEY, frames: int = 
     if nominal:
         z, i, dy, dx, mix = nom[0], NOMINAL, 0, 0, nom[1]
     found = nominal or z >= threshold
-    payload = code.decode(soft_bits(ev[i], (dy, dx), mix, ts)) if found else None
+    payload = code.decode(soft_bits(ev[i], (dy, dx), mix, key)) if found else None
     return Detection(found, round(z, 2), payload, SCALES[i], frames, nominal, (i, dy, dx), mix,
                      round(nom[0], 2))
+
+
+def _maps(ev: np.ndarray, ts: tuple[_Templates, ...]) -> list[np.ndarray]:
+    """One scale's evidence cross-correlated with each pattern's pilot cells (every shift)."""
+    f = np.fft.rfft2(ev)
+    return [np.fft.irfft2(f * t.pilot_f, s=(N, N)) for t in ts]
+
+
+def _mixed(maps: list[np.ndarray], mix: Mix) -> np.ndarray:
+    return mix[0] * maps[0] + mix[1] * maps[1]
 
 
 def z_at(ev: np.ndarray, at: tuple[int, int, int], mix: Mix,
          key: bytes | str = pattern.DEFAULT_KEY) -> float:
     """Z of `mix` at one position `at` of summed `evidence` (the other shifts as null)."""
-    ts = _templates(pattern.key_bytes(key))
-    f = np.fft.rfft2(ev[at[0]])
-    c = sum(w * np.fft.irfft2(f * t.pilot_f, s=(N, N)) for w, t in zip(mix, ts, strict=True))
+    c = _mixed(_maps(ev[at[0]], _templates(pattern.key_bytes(key))), mix)
     sd = float(np.std(c))
     return (float(c[at[1], at[2]]) - float(np.mean(c))) / sd if sd > 1e-6 else 0.0
 
 
 def soft_bits(ev: np.ndarray, shift: tuple[int, int], mix: Mix,
-              ts: tuple[_Templates, ...] | bytes | str = pattern.DEFAULT_KEY) -> np.ndarray:
+              key: bytes | str = pattern.DEFAULT_KEY) -> np.ndarray:
     """Soft value of each coded bit (for `code.decode`) from one scale's evidence: the
     aligned evidence against each data cell's chip, from each pattern in `mix` (both carry
     the same coded bits), divided by the evidence's spread so that the soft values of
     different sums can be weighed against each other."""
-    if not isinstance(ts, tuple):
-        ts = _templates(pattern.key_bytes(ts))
+    ts = _templates(pattern.key_bytes(key))
     aligned = np.roll(ev, (-shift[0], -shift[1]), axis=(0, 1))
     soft = np.zeros(code.CODED_BITS)
     for w, t in zip(mix, ts, strict=True):

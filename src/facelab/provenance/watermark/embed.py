@@ -27,7 +27,7 @@ MAX_RMS = 2.4  # grey levels over the frame: PSNR ≥ 40.5 dB before rounding
 def _patterns(height: int, width: int, key: bytes, payload: int) -> tuple[np.ndarray, ...]:
     """A and B rendered for this frame size (each made once)."""
     return tuple(pattern.render(pattern.tile_values(pattern.layout(key, which), payload),
-                                height, width) for which in (0, 1))
+                                height, width) for which in range(pattern.PATTERNS))
 
 
 def strength(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -3,8 +3,9 @@ CELLS_PER_HEIGHT-th of the frame's height, so that resizing keeps it in place re
 the picture and a crop only shifts it (a cyclic shift of the tile, which detection searches).
 
 There are two such patterns, A and B, from the same key: orthogonal (independent chips and
-layouts), carrying the same payload. Every frame carries A·A_WEIGHT + s·B·B_WEIGHT, where
-the sign s of a video's frame alternates in runs (`frame_sign`); a still has s = +1.
+layouts), carrying the same payload. Where the picture is textured a frame carries
+A·A_WEIGHT + s·B·B_WEIGHT, where it is flat A alone (embed.py); the sign s of a video's
+frame alternates in runs (`frame_sign`); a still has s = +1.
 
 Cells are either pilot cells (a fixed keyed ±1 chip: what detection synchronises on and
 scores) or data cells (a keyed chip times one coded payload bit). Which is which, the chips,
