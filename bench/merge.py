@@ -111,13 +111,13 @@ def crops_of(root: Path, model: str, max_frames: int | None) -> list[np.ndarray]
 
     from facelab.faces.facetype import face_transform
     from facelab.merge.merger import _dst_faces, _jobs
-    from facelab.merge.predict import model_info
+    from facelab.merge.predictor import model_info
     from facelab.video.frames import read_image
     from facelab.workspace import Workspace, list_images
 
     ws = Workspace(root)
     info = model_info(ws.model_dir, model)
-    res = info.options.resolution
+    res = info.resolution
     frames = [p for p in list_images(ws.frames_dir("dst")) if p.is_file()][:max_frames]
     jobs = _jobs(frames, _dst_faces(ws), 4, 25.0)
     out = []
@@ -138,12 +138,12 @@ def predict_rate(root: Path, model: str, crops: list[np.ndarray], threads: int,
     """Median wall and CPU seconds of predicting every frame's faces; model load seconds."""
     import torch
 
-    from facelab.merge.predict import Predictor
+    from facelab.merge.predictor import load_predictor
     from facelab.workspace import Workspace
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    pred = Predictor(Workspace(root).model_dir, model, "cpu", precision=precision)
+    pred = load_predictor(Workspace(root).model_dir, model, "cpu", precision)
     load = time.perf_counter() - start
     pred.predict(crops[0])  # warm-up, untimed
     runs = [timed(lambda: [pred.predict(c) for c in crops]) for _ in range(repeat)]
@@ -206,7 +206,7 @@ def main() -> None:
                 f"{'CPU ms/fr':>9} {'CPU ratio':>9} {'2-core fps':>10}")
         import torch
 
-        from facelab.train.device import choose_precision
+        from facelab.device import choose_precision
 
         runs_of = [(p, choose_precision(p, torch.device("cpu"))[0]) for p in a.precisions]
         for clip, model, (asked, precision) in ((c, m, p) for c in a.clips for m in a.models

@@ -42,7 +42,8 @@ CLIPS = {"grid_a1": (DATA / "grid" / "speaker_a_1.mpg", 25.0),
 
 
 def extract(clip: Path, root: Path) -> Path:
-    """data_dst/aligned of `clip` in workspace `root` (made unless already there)."""
+    """Workspace `root` with `clip` as dst, its frames and faces extracted (unless already
+    there)."""
     from facelab.faces.extract import FaceExtractOptions, extract_faces
     from facelab.video.extract import extract_frames
     from facelab.workspace import Workspace
@@ -53,7 +54,7 @@ def extract(clip: Path, root: Path) -> Path:
         shutil.copyfile(clip, root / f"data_dst{clip.suffix}")
         extract_frames(Workspace(root), "dst")
         extract_faces(Workspace(root), "dst", FaceExtractOptions(debug=False))
-    return aligned
+    return root
 
 
 def pose(lm: np.ndarray) -> tuple[np.ndarray, float]:
@@ -66,10 +67,12 @@ def pose(lm: np.ndarray) -> tuple[np.ndarray, float]:
                      np.unwrap(np.angle(a))], 1), size
 
 
-def clip_rows(name: str, aligned: Path, fps: float, strengths: list[int]) -> list[str]:
-    from facelab.merge.smooth import build_tracks, read_face_refs, smooth_landmarks
+def clip_rows(name: str, root: Path, fps: float, strengths: list[int]) -> list[str]:
+    from facelab.merge.merger import dst_face_refs
+    from facelab.merge.smooth import build_tracks, smooth_landmarks
+    from facelab.workspace import Workspace
 
-    refs = read_face_refs(aligned)
+    refs = dst_face_refs(Workspace(root))
     tracks = [t for t in build_tracks(refs) if len(t) >= 5]
     rows = []
     for k in strengths:
@@ -185,19 +188,21 @@ def main() -> None:
     parser.add_argument("--strengths", default="0,1,2,4,6,10")
     a = parser.parse_args()
     strengths = [int(s) for s in a.strengths.split(",")]
-    from facelab.merge.smooth import build_tracks, read_face_refs
+    from facelab.merge.merger import dst_face_refs
+    from facelab.merge.smooth import build_tracks
+    from facelab.workspace import Workspace
 
     with tempfile.TemporaryDirectory(prefix="bench_smooth_") as tmp:
         base = a.workspaces or Path(tmp)
-        aligned = {n: extract(clip, base / n) for n, (clip, _) in CLIPS.items()}
+        roots = {n: extract(clip, base / n) for n, (clip, _) in CLIPS.items()}
         print(f"{'clip':8} {'k':>3} {'faces':>5} {'trk':>3}  {'centre jitter %':>20}  "
               f"{'rotation jitter °':>20}  {'68-point jitter %':>19}  "
               f"{'dev moving %':>12} {'mouth r':>7} {'ms/100':>6}")
         for n, (_, fps) in CLIPS.items():
-            print("\n".join(clip_rows(n, aligned[n], fps, strengths)), flush=True)
+            print("\n".join(clip_rows(n, roots[n], fps, strengths)), flush=True)
         poses = {}
         for n in CLIPS:
-            longest = max(build_tracks(read_face_refs(aligned[n])), key=len)
+            longest = max(build_tracks(dst_face_refs(Workspace(roots[n]))), key=len)
             poses[n] = pose(np.stack([f.landmarks for f in longest.faces]))[0]
     print()
     print("\n".join(filter_rows(poses.pop("pexels"), list(poses.values()))))

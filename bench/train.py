@@ -75,8 +75,8 @@ def _flops(step: Any, batch: dict[str, torch.Tensor]) -> int:
 def one(name: str, device_spec: str, precision: str, warmup: int, iters: int,
         workspace: Path, workers: int, compile_too: bool) -> dict[str, Any]:
     """Child mode: measure one preset (and, with compile_too, its compiled twin)."""
+    from facelab.device import matmul_gflops, resolve_device
     from facelab.train.data import Faceset, SampleOptions, make_loader
-    from facelab.train.device import matmul_gflops, resolve_device
     from facelab.train.models import build_model, preset
     from facelab.train.step import TrainStep
 
@@ -171,7 +171,7 @@ def main() -> None:
                              args.workspace, args.workers, args.compile_too)))
         return
 
-    from facelab.train.device import choose_precision, describe, matmul_gflops, resolve_device
+    from facelab.device import choose_precision, describe, matmul_gflops, resolve_device
 
     for side in ("src", "dst"):
         if not (args.workspace / f"data_{side}" / "aligned").is_dir():

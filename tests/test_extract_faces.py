@@ -105,3 +105,8 @@ def test_bad_inputs(facelab, workspace, grid_b):
     assert_one_line_error(res, "00005.png")
     state = json.loads((workspace / "data_dst" / "faces.json").read_text())
     assert len(state["frames"]) == 4  # the frames before the bad one are kept and recorded
+    # what the workers wrote for frames after the bad one was removed again
+    before = {f"0000{i}" for i in range(1, 5)}
+    for folder in ("aligned", "aligned_debug"):
+        written = (workspace / "data_dst" / folder).glob("*.jpg")
+        assert {p.stem.split("_")[0] for p in written} == before, folder

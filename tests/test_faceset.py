@@ -330,6 +330,21 @@ def test_stats_and_feature_cache(ws: Workspace) -> None:
     assert sorted(map(str, first)) == sorted(map(str, again.values()))
 
 
+def test_features_from_worker_processes_match_in_process(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool path (normally 256+ misses) in chunks of 5: same values, same order."""
+    from facelab.faceset import features
+
+    fs = side(ws)
+    names = ("pose", "blur", "hist", "hsv")
+    serial = [(r.path, r.values) for r in load_features(fs, fs.faces(), names, jobs=1)]
+    (fs.folder / CACHE).unlink()
+    monkeypatch.setattr(features, "MIN_POOL", 1)
+    monkeypatch.setattr(features, "CHUNK", 5)
+    pooled = [(r.path, r.values) for r in load_features(fs, fs.faces(), names, jobs=2)]
+    assert pooled == serial
+
+
 def test_errors_are_one_sentence(ws: Workspace, tmp_path: Path) -> None:
     fs = side(ws)
     with pytest.raises(FacelabError, match="Unknown sort method 'nope'"):

@@ -79,12 +79,12 @@ def test_default_merge_writes_every_frame_marked_and_resumes(ws: Workspace):
 
 def test_bf16_prediction_is_close_to_fp32(ws: Workspace):
     """What `--precision auto` picks on a CPU with fast bf16: near fp32's output."""
-    from facelab.merge.predict import Predictor
+    from facelab.merge.predictor import load_predictor
 
     rng = np.random.default_rng(0)
     faces = rng.random((4, 64, 64, 3), dtype=np.float32)
-    exact, mask = Predictor(ws.model_dir, "m", "cpu").predict(faces)
-    fast, fast_mask = Predictor(ws.model_dir, "m", "cpu", precision="bf16").predict(faces)
+    exact, mask = load_predictor(ws.model_dir, "m", "cpu").predict(faces)
+    fast, fast_mask = load_predictor(ws.model_dir, "m", "cpu", "bf16").predict(faces)
     assert fast.dtype == np.float32 and fast.shape == exact.shape
     assert 0 < np.abs(fast - exact).max() < 0.05  # bf16 really ran, and changed little
     assert cv2.PSNR(fast, exact, 1.0) > 40

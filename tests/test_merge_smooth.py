@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 
 from facelab.faces.facetype import MEAN_FACE_68, face_transform
+from facelab.merge.merger import dst_face_refs
 from facelab.merge.smooth import (
     DEFAULT_SMOOTH,
     FaceRef,
     build_tracks,
     decompose,
-    read_face_refs,
     smooth_landmarks,
 )
+from facelab.workspace import Workspace
 
 
 def face(frame: int, cx: float, cy: float, size: float = 100.0, angle: float = 0.0,
@@ -112,7 +113,7 @@ def test_a_short_gap_is_bridged_and_a_long_one_breaks_the_track():
 
 def test_real_grid_jitter_falls_and_the_mouth_still_moves(aligned_faces):
     # dst keeps every frame (video extract ignores --fps for dst): GRID A's 75 frames
-    refs = read_face_refs(aligned_faces / "data_dst" / "aligned")
+    refs = dst_face_refs(Workspace(aligned_faces))  # as the merger numbers and smooths them
     tracks = build_tracks(refs)
     assert len(refs) >= 70 and len(tracks) == 1 and len(tracks[0]) == len(refs)
     raw = np.stack([f.landmarks for f in tracks[0].faces])

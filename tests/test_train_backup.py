@@ -13,7 +13,8 @@ import torch
 from facelab.errors import FacelabError
 from facelab.train import backups, checkpoint
 from facelab.train.models import build_model, preset
-from facelab.train.trainer import LR, fixed_of
+from facelab.train.saved import fixed_of
+from facelab.train.step import LR
 from facelab.workspace import Workspace
 from tests.conftest import assert_one_line_error, run_facelab
 

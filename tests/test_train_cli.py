@@ -13,7 +13,7 @@ import pytest
 
 from facelab.cli import train_prompts as prompts
 from facelab.train.models import ModelOptions, preset
-from facelab.train.trainer import peek
+from facelab.train.saved import peek
 from facelab.workspace import Workspace
 from tests.conftest import assert_one_line_error, copy_workspace, run_facelab
 

@@ -132,7 +132,7 @@ def test_validation_rejects_out_of_range(changes: dict) -> None:
 def test_seed_ranges_are_optional() -> None:
     opts = preset("h64")
     assert opts.validate() is opts
-    with pytest.raises(FacelabError, match="e_dims"):
+    with pytest.raises(FacelabError, match="--e-dims"):
         opts.validate(seed_ranges=True)
     ModelOptions().validate(seed_ranges=True)
 
@@ -152,7 +152,7 @@ def test_json_round_trip_and_fixed_options() -> None:
         ModelOptions.from_json('{"bogus": 1}')
     with pytest.raises(FacelabError, match="JSON"):
         ModelOptions.from_json("{")
-    with pytest.raises(FacelabError, match="Resolution"):
+    with pytest.raises(FacelabError, match="--resolution"):
         ModelOptions.from_json('{"resolution": 72}')
     assert {"resolution", "face_type", "arch", "ae_dims", "learn_mask"} <= FIXED_OPTIONS
     assert opts.override(batch_size=2, random_flip=False).batch_size == 2

@@ -112,6 +112,11 @@ def _one_thread_if_busy() -> Iterator[None]:
 
 def run_demo(ws: Workspace, fresh: bool = False, reporter: Reporter = NULL,
              minutes: float = MINUTES, stop: threading.Event | None = None) -> DemoReport:
+    opts = SwapOptions(src=ws.root / "data_src.mpg", more_src=(ws.root / "data_src_2.mpg",),
+                       dst=ws.root / "data_dst.mpg",
+                       output=ws.root / RESULT, model_name=MODEL, preset=PRESET,
+                       overrides=dict(OVERRIDES), batch_size=BATCH, lr=LR, minutes=minutes,
+                       merge=MergeOptions())  # checked before the workspace is touched
     source = examples_dir()
     if fresh and ws.root.is_dir():
         ws.clear()
@@ -121,11 +126,6 @@ def run_demo(ws: Workspace, fresh: bool = False, reporter: Reporter = NULL,
         if not (ws.root / name).exists():
             shutil.copyfile(source / clip, ws.root / name)
             copied.append(name)
-    opts = SwapOptions(src=ws.root / "data_src.mpg", more_src=(ws.root / "data_src_2.mpg",),
-                       dst=ws.root / "data_dst.mpg",
-                       output=ws.root / RESULT, model_name=MODEL, preset=PRESET,
-                       overrides=dict(OVERRIDES), batch_size=BATCH, lr=LR, minutes=minutes,
-                       merge=MergeOptions())
     with _one_thread_if_busy():
         rep = run_swap(ws, opts, reporter, stop)
     return DemoReport(rep, side_by_side(ws, ws.root / SIDE_BY_SIDE), copied)

@@ -21,6 +21,8 @@ from facelab.errors import FacelabError
 from facelab.faces.extract import FaceExtractReport, extract_faces
 from facelab.fsutil import read_json, write_json
 from facelab.merge.options import MergeOptions
+from facelab.options import PRECISIONS, option
+from facelab.options import validate as check_options
 from facelab.progress import NULL, Reporter
 from facelab.video.assemble import AssembleOptions, AssembleReport, assemble
 from facelab.video.extract import ExtractOptions, extract_frames
@@ -31,24 +33,52 @@ FORMAT_BY_SUFFIX = {".mp4": "mp4", ".avi": "avi", ".mov": "mov-alpha", ".webm": 
 DEFAULT_MINUTES = 30.0
 
 
+def _presets() -> tuple[str, ...]:
+    from facelab.train.models import PRESETS
+
+    return tuple(PRESETS)
+
+
 @dataclass
 class SwapOptions:
+    """The whole job; checked on construction (the merge options included)."""
+
     src: Path  # a video, or a folder of images
     dst: Path  # a video
-    output: Path
+    output: Path = option(short="-o", help="The result video (.mp4, .avi, .mov or .webm); it "
+                          "keeps dst's frame rate and audio.")
     more_src: tuple[Path, ...] = ()  # more videos of the src person (data_src_2.*, …)
     model_name: str = "swap"
-    preset: str = "quick96"
+    preset: str = option("quick96", choices=_presets, help="The model (see `train --help`).")
     overrides: dict[str, Any] = field(default_factory=dict)  # model options of a new model
-    batch_size: int | None = None
-    iterations: int | None = None  # train until this iteration …
-    minutes: float | None = None  # … or for this many minutes in all (default 30)
-    merge: MergeOptions = field(default_factory=MergeOptions)
-    device: str = "auto"
-    precision: str = "auto"
+    batch_size: int | None = option(None, range=(1, None),
+                                    help="Faces per side per iteration (default: the model's).")
+    iterations: int | None = option(None, range=(1, None), help="Train until this iteration.")
+    minutes: float | None = option(
+        None, above=0, help=f"Train this many minutes in all (default {DEFAULT_MINUTES:g}; a "
+        "good result takes hours).")
+    merge: MergeOptions = option(default_factory=MergeOptions, help="How faces are merged.")
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    precision: str = option("auto", choices=PRECISIONS,
+                            help="Of training and merging; auto measures which is faster.")
     lr: float | None = None  # Adam's learning rate (None: the trainer's 5e-5)
-    src_fps: float | None = None  # subsample the src video's frames
+    src_fps: float | None = option(None, above=0,
+                                   help="Take src frames at this rate (default: all).")
     preview_every: int = 100
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> SwapOptions:
+        """Raise FacelabError naming the first bad option; return self."""
+        check_options(self)
+        self.merge.validate()
+        if self.output.suffix.lower() not in FORMAT_BY_SUFFIX:
+            raise FacelabError(f"The output must end in {', '.join(FORMAT_BY_SUFFIX)}, "
+                               f"not {self.output.name!r}.")
+        if self.iterations is not None and self.minutes is not None:
+            raise FacelabError("Give --iterations or --minutes, not both.")
+        return self
 
 
 @dataclass
@@ -96,7 +126,8 @@ def _train(ws: Workspace, opts: SwapOptions, reporter: Reporter,
            stop: threading.Event | None) -> tuple[int, float, Path | None]:
     """Train toward the budget; returns (iteration, minutes trained in all, preview)."""
     from facelab.train import checkpoint
-    from facelab.train.trainer import TrainOptions, peek, train
+    from facelab.train.saved import peek
+    from facelab.train.trainer import TrainOptions, train
 
     state_path = ws.root / STATE
     try:
@@ -147,13 +178,7 @@ def _train(ws: Workspace, opts: SwapOptions, reporter: Reporter,
 def run_swap(ws: Workspace, opts: SwapOptions, reporter: Reporter = NULL,
              stop: threading.Event | None = None) -> SwapReport:
     """Run every stage; see the module docstring."""
-    fmt = FORMAT_BY_SUFFIX.get(opts.output.suffix.lower())
-    if fmt is None:
-        raise FacelabError(f"The output must end in {', '.join(FORMAT_BY_SUFFIX)}, "
-                           f"not {opts.output.name!r}.")
-    opts.merge.validate()
-    if opts.iterations is not None and opts.minutes is not None:
-        raise FacelabError("Give --iterations or --minutes, not both.")
+    fmt = FORMAT_BY_SUFFIX[opts.validate().output.suffix.lower()]
     ws.init()
     report = SwapReport(ws.root, opts.output)
     src_inputs = _place_input(ws, "src", opts.src)

@@ -106,6 +106,7 @@ def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callabl
         wrapper.__signature__ = sig.replace(  # type: ignore[attr-defined]
             parameters=[*sig.parameters.values(), *_COMMON])
         kwargs.setdefault("epilog", CONSENT)
+        kwargs.setdefault("help", paragraphs(fn.__doc__ or ""))
         app.command(name, **kwargs)(wrapper)
         return fn
 
@@ -113,6 +114,13 @@ def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callabl
 
 
 _current: list[State] = []
+
+
+def paragraphs(doc: str) -> str:
+    """A docstring's paragraphs with their hard line breaks joined, so the command list and
+    the command's help wrap them cleanly to the terminal."""
+    parts = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in parts)
 
 
 def group(help: str) -> typer.Typer:

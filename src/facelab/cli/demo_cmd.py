@@ -7,7 +7,6 @@ import typer
 from facelab.cli.common import command, state, stop_on_signals
 from facelab.cli.swap_cmd import print_swap
 from facelab.cli.ui import out
-from facelab.errors import FacelabError
 from facelab.workspace import Workspace
 
 DEMO_WORKSPACE = Path("demo_workspace")
@@ -28,13 +27,11 @@ def demo(
     minutes, merge, assemble result.mp4, and write side_by_side.png (dst | result)."""
     from facelab.demo import MINUTES, run_demo
 
-    if minutes is not None and minutes <= 0:
-        raise FacelabError("--minutes must be more than 0.")
     st = state()
     ws = Workspace(st.workspace) if st.workspace else Workspace(DEMO_WORKSPACE)
     with stop_on_signals() as stop:
         rep = run_demo(ws, fresh=fresh, reporter=st.reporter,
-                       minutes=minutes or MINUTES, stop=stop)
+                       minutes=MINUTES if minutes is None else minutes, stop=stop)
     print_swap(rep.swap, ws)
     out.print(f"  side by side (dst | result): {rep.side_by_side}")
     out.print(f"Train longer with `facelab train -w {ws.root} --model-name demo`, then "

@@ -2,17 +2,17 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from facelab.cli import faceset_cmd
 from facelab.cli.common import command, group, state
+from facelab.cli.options import build, flags, with_flags
 from facelab.cli.ui import out
 from facelab.errors import FacelabError
 from facelab.faces.extract import FaceExtractOptions, extract_faces, redo_deleted_debug
-from facelab.faces.extractor import ExtractorOptions
 from facelab.faces.faceimage import read_meta
-from facelab.faces.facetype import FaceType
 from facelab.faces.importer import ImportReport, convert_png, import_dfl
 from facelab.workspace import Side
 
@@ -25,38 +25,19 @@ def register(app: typer.Typer) -> None:
     app.add_typer(faceset, name="faceset")
 
 
+@with_flags(flags(FaceExtractOptions))
 def extract(
     side: Side = typer.Argument(..., help="src (faces to learn) or dst (faces to replace)."),
-    detector: str = typer.Option("accurate", "--detector", help="accurate (fewest false "
-                                 "faces, default) or fast (cheapest, more false faces)."),
-    face_type: str = typer.Option("full", "--face-type", help="How much of the head an "
-                                  "aligned face shows: half, mid-full, full, whole-face, head."),
-    size: int = typer.Option(256, "--size", help="Aligned face size in pixels (the trainer "
-                             "resizes to the model's resolution)."),
-    jpeg_quality: int = typer.Option(95, "--jpeg-quality", help="JPEG quality of the faces."),
-    debug: bool | None = typer.Option(None, "--debug/--no-debug", help="Write each frame with "
-                                      "its boxes, 68 points and crop outline to "
-                                      "aligned_debug/ (default: on for dst, off for src).",
-                                      show_default=False),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    force: bool = typer.Option(False, "--force", help="Extract every frame again; old faces "
-                               "move to WORKSPACE/.trash/."),
     redo_deleted_debug_: bool = typer.Option(False, "--redo-deleted-debug", help="dst: "
                                              "re-extract the frames whose debug image you "
                                              "deleted, with a more sensitive pass."),
+    **given: Any,
 ) -> None:
     """Find every face in the data_src/ or data_dst/ frames, mark 68 landmarks and the head
     pose, and write aligned faces to data_<side>/aligned/<frame>_<i>.jpg with all metadata
     inside. Reruns skip done frames."""
-    if not 16 <= size <= 4096:
-        raise FacelabError("--size must be within 16–4096 pixels.")
-    if not 1 <= jpeg_quality <= 100:
-        raise FacelabError("--jpeg-quality must be within 1–100.")
     st = state()
-    ext = ExtractorOptions(detector=detector, face_type=FaceType.parse(face_type), size=size,
-                           device=device)
-    opts = FaceExtractOptions(extractor=ext, jpeg_quality=jpeg_quality, debug=debug,
-                              force=force)
+    opts = build(FaceExtractOptions, given)
     if redo_deleted_debug_:
         if side != "dst":
             raise FacelabError("--redo-deleted-debug works on dst (its debug images).")

@@ -10,19 +10,20 @@ import typer
 
 from facelab.cli import train_prompts as prompts
 from facelab.cli.common import command, group, state, stop_on_signals
-from facelab.cli.train_prompts import HELP
+from facelab.cli.options import build, flags, pick, with_flags
 from facelab.cli.ui import out
 from facelab.errors import FacelabError
 from facelab.lazy import lazy_module
-from facelab.train.models import DEFAULT_PRESET, PRESETS
+from facelab.train.models import DEFAULT_PRESET, ModelOptions
+from facelab.train.run_options import TrainOptions
 
 # PyTorch loads only when a command needs it, so `--help` and the other commands start fast
 backups = lazy_module("facelab.train.backups")
 checkpoint = lazy_module("facelab.train.checkpoint")
+saved = lazy_module("facelab.train.saved")
 trainer = lazy_module("facelab.train.trainer")
 
 model_group = group("Inspect, back up and restore trained models in WORKSPACE/model/.")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def register(app: typer.Typer) -> None:
@@ -30,117 +31,27 @@ def register(app: typer.Typer) -> None:
     app.add_typer(model_group, name="model")
 
 
-H = HELP  # the interactive `?` help and the flags' help are one text
-
-
-def _opt(flag: str, help: str, default: Any = None, **kw: Any) -> Any:
-    """An option absent unless given (None), so a resume sees only what the user changed."""
-    return typer.Option(default, *flag.split(","), help=help, show_default=default is not None,
-                        **kw)
-
-
+@with_flags(flags(TrainOptions), flags(ModelOptions, unset=True))
 def train_cmd(
-    model_name: str = typer.Option(..., "--model-name", help="Name of the model in "
-                                   "WORKSPACE/model/; an existing one is resumed."),
-    preset: str | None = _opt("--preset", f"New model: {'|'.join(PRESETS)} (default "
-                              "quick96). An existing model keeps its own."),
     interactive: bool = typer.Option(False, "--interactive", help="Ask each option with its "
                                      "default (? for help), as DeepFaceLab does; an existing "
                                      "model waits 2 s for Enter to change its options."),
-    resolution: int | None = _opt("--resolution", H["resolution"]),
-    face_type: str | None = _opt("--face-type", H["face_type"]),
-    arch: str | None = _opt("--arch", H["arch"]),
-    ae_dims: int | None = _opt("--ae-dims", H["ae_dims"]),
-    e_dims: int | None = _opt("--e-dims", H["e_dims"]),
-    d_dims: int | None = _opt("--d-dims", H["d_dims"]),
-    d_mask_dims: int | None = _opt("--d-mask-dims", H["d_mask_dims"]),
-    learn_mask: bool | None = _opt("--learn-mask/--no-learn-mask",
-                                   H["learn_mask"]),
-    multiscale_decoder: bool | None = _opt("--multiscale-decoder",
-                                           H["multiscale_decoder"]),
-    conv_aware_init: bool | None = _opt("--conv-aware-init", H["conv_aware_init"]),
-    lightweight: bool | None = _opt("--lightweight", H["lightweight"]),
-    batch_size: int | None = _opt("--batch-size", H["batch_size"] + " Default: the model's."),
-    target_iteration: int | None = _opt("--target-iteration", H["target_iteration"]),
-    sort_by_yaw: bool | None = _opt("--sort-by-yaw/--no-sort-by-yaw", H["sort_by_yaw"]),
-    random_flip: bool | None = _opt("--random-flip/--no-random-flip", H["random_flip"]),
-    src_scale: int | None = _opt("--src-scale", H["src_scale_mod"]),
-    pixel_loss: bool | None = _opt("--pixel-loss/--no-pixel-loss", H["pixel_loss"]),
-    face_style_power: float | None = _opt("--face-style-power", H["face_style_power"]),
-    bg_style_power: float | None = _opt("--bg-style-power", H["bg_style_power"]),
-    eyes_mouth_priority: bool | None = _opt("--eyes-mouth-priority/--no-eyes-mouth-priority",
-                                            H["eyes_mouth_priority"]),
-    remove_gray_border: bool | None = _opt("--remove-gray-border/--no-remove-gray-border",
-                                           H["remove_gray_border"]),
-    optimizer_mode: int | None = _opt("--optimizer-mode", H["optimizer_mode"]),
-    preview_history: bool | None = _opt("--preview-history/--no-preview-history",
-                                        H["preview_history"]),
-    precision: str = _opt("--precision", "auto, fp32, bf16 or fp16. auto measures which is "
-                          "faster on this device (bf16/fp16 only on GPUs that run them well).",
-                          "auto"),
-    compile: bool = _opt("--compile", "torch.compile the model: a slow first iteration, then "
-                         "often faster on GPUs (see docs/BENCHMARKS.md).", False),
-    pretrain_faces: Path | None = _opt("--pretrain-faces", "Pretrain on this folder of many "
-                                       "people's aligned faces instead of data_src/data_dst, "
-                                       "so a model starts from general faces."),
-    preview_src: str | None = _opt("--preview-src", "File name in data_src/aligned shown in "
-                                   "the preview history column (default: picked evenly)."),
-    preview_dst: str | None = _opt("--preview-dst", "File name in data_dst/aligned shown in "
-                                   "the preview history column (default: picked evenly)."),
-    preview_every: int = _opt("--preview-every", "Write model/NAME_preview.png every N "
-                              "iterations (0: never).", 100),
-    autosave_minutes: float = _opt("--autosave-minutes", "Save every N minutes.", 15.0),
-    backup_every: int = _opt("--backup-every", "Also copy the save to model/NAME_backups/"
-                             "<iteration>/ every N iterations (0: never).", 10000),
-    keep_backups: int = _opt("--keep-backups", "Keep the newest N periodic backups.", 3),
-    device: str = _opt("--device", "auto picks the best GPU PyTorch sees (cuda for NVIDIA "
-                       "and AMD, xpu, mps; the one with most free memory), else the CPU; or "
-                       "cpu, or cuda:N. With several GPUs one is used (data-parallel comes "
-                       "later).", "auto"),
-    seed: int = _opt("--seed", "Seed of a new model's weights and of the sample "
-                     "augmentation.", 0),
+    **given: Any,
 ) -> None:
     """Train a model to turn dst faces into src faces, from data_src/aligned and
     data_dst/aligned. Saves every few minutes, on reaching the target and on Ctrl-C; run it
     again with the same name to continue where it stopped. Creation options (resolution,
     face type, arch, dims, masks) are fixed once a model exists; the others may change on
     any run."""
-    if autosave_minutes <= 0:
-        raise FacelabError("--autosave-minutes must be more than 0.")
-    if target_iteration is not None and target_iteration < 0:
-        raise FacelabError("--target-iteration must be 0 (unlimited) or more.")
-    if backup_every < 0 or keep_backups < 0:
-        raise FacelabError("--backup-every and --keep-backups must be 0 or more.")
-    if precision not in PRECISIONS:
-        raise FacelabError(f"--precision must be {', '.join(PRECISIONS)}, not {precision!r}.")
+    model = pick(ModelOptions, given)  # only the model options given: a resume keeps the rest
+    opts = _options(given, model)  # every flag checked before anything is asked
     st = state()
     st.ws.require()
-    flags = {
-        "resolution": resolution, "face_type": face_type, "arch": arch, "ae_dims": ae_dims,
-        "e_dims": e_dims, "d_dims": d_dims, "d_mask_dims": d_mask_dims,
-        "learn_mask": learn_mask, "multiscale_decoder": multiscale_decoder,
-        "conv_aware_init": conv_aware_init, "lightweight": lightweight,
-        "batch_size": batch_size, "target_iteration": target_iteration,
-        "sort_by_yaw": sort_by_yaw, "random_flip": random_flip, "src_scale_mod": src_scale,
-        "pixel_loss": pixel_loss, "face_style_power": face_style_power,
-        "bg_style_power": bg_style_power, "eyes_mouth_priority": eyes_mouth_priority,
-        "remove_gray_border": remove_gray_border, "optimizer_mode": optimizer_mode,
-        "preview_history": preview_history,
-    }
-    given = {k: v for k, v in flags.items() if v is not None}
     if interactive:
-        given = _ask(st.ws.model_dir, model_name, preset, given)
-        preset = given.pop("preset", preset)
-    batch = given.pop("batch_size", None)
-    target = given.pop("target_iteration", None)
-    opts = trainer.TrainOptions(
-        model_name=model_name, preset=preset, overrides=given, batch_size=batch,
-        target_iteration=target, preview_every=preview_every,
-        autosave_minutes=autosave_minutes, backup_every=backup_every,
-        keep_backups=keep_backups, device=device, seed=seed, precision=precision,
-        compile=compile, pretrain_faces=pretrain_faces, preview_src=preview_src,
-        preview_dst=preview_dst,
-    )
+        preset = model.pop("preset", None)
+        model = _ask(st.ws.model_dir, opts.model_name, preset, model)
+        model.setdefault("preset", preset)
+        opts = _options(given, model)
     with stop_on_signals() as stop:
         rep = trainer.train(st.ws, opts, st.reporter, stop)
     last = rep.losses[-1] if rep.losses else None
@@ -151,10 +62,18 @@ def train_cmd(
               f"on {rep.device}{loss}); saved in {st.ws.model_dir}.")
 
 
+def _options(given: dict[str, Any], model: dict[str, Any]) -> TrainOptions:
+    """The run's options: its own flags, and the model options given (None: not given)."""
+    rest = dict(model)
+    return build(TrainOptions, given, preset=rest.pop("preset", None),
+                 batch_size=rest.pop("batch_size", None),
+                 target_iteration=rest.pop("target_iteration", None), overrides=rest)
+
+
 def _ask(folder: Path, name: str, preset: str | None, given: dict[str, Any]) -> dict[str, Any]:
     """The options asked on the terminal (a new model: all; an existing one: on Enter)."""
     checkpoint.check_name(name)
-    doc = trainer.peek(folder, name)
+    doc = saved.peek(folder, name)
     if doc is None:
         return prompts.new_model_answers(preset or DEFAULT_PRESET, given, prompts.read_line,
                                          prompts.say)
@@ -182,7 +101,7 @@ def list_cmd() -> None:
     if not names:
         out.print(f"No models in {folder}.")
     for name in names:
-        doc = trainer.peek(folder, name) or {}
+        doc = saved.peek(folder, name) or {}
         st = doc.get("state", {})
         preset = st.get("options", {}).get("preset", "?")
         out.print(f"{name}  {preset}  {doc.get('arch', '?')}  iteration {st.get('iteration', '?')}")
@@ -192,7 +111,7 @@ def list_cmd() -> None:
 def info_cmd(name: str = typer.Argument(..., help="Model name.")) -> None:
     """Show a model's architecture, options, iteration, last losses, files and sizes."""
     folder = state().ws.model_dir
-    doc = trainer.peek(folder, name)
+    doc = saved.peek(folder, name)
     if doc is None:
         raise FacelabError(f"There is no model named {name!r} in {folder}.")
     st = doc["state"]
@@ -242,7 +161,7 @@ def restore_cmd(
     ws = state().ws
     ws.require()
     trash = ws.new_trash_dir() / ws.model_dir.name
-    doc = trainer.peek(ws.model_dir, name) if checkpoint.exists(ws.model_dir, name) else None
+    doc = saved.peek(ws.model_dir, name) if checkpoint.exists(ws.model_dir, name) else None
     was = doc["state"].get("iteration") if doc else None
     it = backups.restore(ws.model_dir, name, backup, trash)
     moved = f"; the save it replaced (iteration {was}) is in {trash}" if trash.is_dir() else ""

@@ -2,7 +2,8 @@
 
 The core (`ask`, `new_model_answers`, `resume_answers`) takes its input and output as
 functions, so tests drive it without a terminal; only `wait_for_enter` and `read_line` touch
-stdin. The help texts here are also the flags' help, so `?` and `--help` say the same.
+stdin. The questions, their labels and help come from `ModelOptions`' field declarations,
+as the flags do, so `?` and `--help` say the same.
 """
 
 from __future__ import annotations
@@ -14,65 +15,13 @@ from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from facelab.errors import FacelabError
-from facelab.train.models import PRESETS, ModelOptions, preset
+from facelab.options import specs
+from facelab.train.models import ModelOptions, preset
 from facelab.train.models.catalog import LIGHTWEIGHT
-from facelab.train.models.options import ARCH_BASES, CHANGEABLE_OPTIONS, FACE_TYPES
+from facelab.train.models.options import CHANGEABLE_OPTIONS
 
 Ask = Callable[[str], str | None]  # shows a prompt, returns the line (None: end of input)
 Say = Callable[[str], None]
-
-HELP: dict[str, str] = {
-    "preset": f"The model: {', '.join(PRESETS)}. sae lets you choose every creation option; "
-    "the others are DeepFaceLab's fixed models (h64/h128 half faces, df and liaef128 full "
-    "faces at 128, quick96 a fast full-face model at 96).",
-    "resolution": "Size in pixels of the faces the model learns, 64–256 in steps of 16 (a "
-    "multiple of 32 for -d architectures). Higher is sharper but slower and needs more "
-    "memory. Fixed once the model exists.",
-    "face_type": f"How much of the head the model learns: {', '.join(FACE_TYPES)}. Half "
-    "covers eyes to mouth; whole-face includes the forehead. Fixed once the model exists.",
-    "arch": f"Network: {' or '.join(ARCH_BASES)}, optionally -u (better likeness), -d (double "
-    "output resolution for the same cost) or -ud. df keeps the src face shape; liae adapts "
-    "better to dst's lighting and shape. Fixed once the model exists.",
-    "ae_dims": "Width of the autoencoder bottleneck (the face code). More captures more "
-    "detail but costs memory. Fixed once the model exists.",
-    "e_dims": "Encoder width per channel. More recognises finer features; costs memory. "
-    "Fixed once the model exists.",
-    "d_dims": "Decoder width per channel. More draws finer detail; costs memory. Fixed once "
-    "the model exists.",
-    "d_mask_dims": "Mask decoder width per channel (learned masks only). Fixed once the "
-    "model exists.",
-    "learn_mask": "Also learn the face mask, so merging can use it. Fixed once the model "
-    "exists.",
-    "multiscale_decoder": "Supervise the decoder at several scales: can sharpen faster, "
-    "costs some speed. Fixed once the model exists.",
-    "conv_aware_init": "Start the convolutions from conv-aware weights instead of random "
-    "ones: may learn faster at first. Acts only at creation.",
-    "lightweight": "H64/H128 only: the lightweight form (halved widths) for cards with 4 GB "
-    "or less. Fixed once the model exists.",
-    "preview_history": "Also keep every preview as a numbered PNG in model/NAME_history/, to "
-    "watch progress over time.",
-    "target_iteration": "Stop training at this iteration (0: until Ctrl-C).",
-    "random_flip": "Flip faces horizontally at random: more angles to learn from, but the "
-    "result can look less like src if src's face is asymmetric.",
-    "batch_size": "Faces per side per iteration. Larger generalises better but needs more "
-    "memory; lower it on out-of-memory errors.",
-    "sort_by_yaw": "Feed src faces so their head-turn (yaw) spread follows dst's: helps when "
-    "src has few faces at dst's angles.",
-    "src_scale_mod": "Scale src faces by -30…30 % before training, to fit a src face that is "
-    "wider or narrower than dst's.",
-    "pixel_loss": "Add a per-pixel loss to the structural one: can sharpen detail, but it is "
-    "unstable early; suggested after ~20k iterations.",
-    "eyes_mouth_priority": "Weigh the eyes and mouth much more in the loss: sharper eyes and "
-    "teeth, at some cost to the rest of the face.",
-    "remove_gray_border": "Also train the crop outside the face (weakly), so the border of "
-    "the predicted face is not gray.",
-    "face_style_power": "Pull the swapped face's colours toward dst, 0–100; start at 0, try "
-    "~10 after 10–20k iterations. Too high can make it look like dst.",
-    "bg_style_power": "Pull the background around the face toward dst, 0–100; makes the face "
-    "fit dst's surroundings but can make it look like dst.",
-    "optimizer_mode": "1 plain; 2 keeps optimizer state in host memory; 3 also recomputes "
-    "activations: slower, least GPU memory.",
-}
 
 
 @dataclass(frozen=True)
@@ -115,42 +64,24 @@ def parse_word(text: str) -> str:
     return text.strip().lower()
 
 
-def parse_preset(text: str) -> str:
-    key = text.strip().lower()
-    if key not in PRESETS:
-        raise ValueError(f"choose one of {', '.join(PRESETS)}")
-    return key
+PARSE: dict[type, Callable[[str], Any]] = {
+    bool: parse_bool, int: parse_int, float: parse_float, str: parse_word,
+}
+_SPECS = {s.name: s for s in specs(ModelOptions)}
+HELP: dict[str, str] = {name: s.describe() for name, s in _SPECS.items()}
 
 
-PRESET = Spec("preset", "Model", parse_preset)
-CREATION: list[Spec] = [
-    Spec("resolution", "Resolution", parse_int),
-    Spec("face_type", "Face type", parse_word),
-    Spec("arch", "Architecture", parse_word),
-    Spec("ae_dims", "AutoEncoder dimensions", parse_int),
-    Spec("e_dims", "Encoder dimensions per channel", parse_int),
-    Spec("d_dims", "Decoder dimensions per channel", parse_int),
-    Spec("d_mask_dims", "Mask decoder dimensions per channel", parse_int),
-    Spec("learn_mask", "Learn mask", parse_bool),
-    Spec("multiscale_decoder", "Multiscale decoder", parse_bool),
-    Spec("conv_aware_init", "Use CA weights", parse_bool),
-]
-LIGHTWEIGHT_SPEC = Spec("lightweight", "Lightweight model", parse_bool)
-CHANGEABLE: list[Spec] = [  # DeepFaceLab's order, roughly
-    Spec("preview_history", "Write preview history", parse_bool),
-    Spec("target_iteration", "Target iteration", parse_int),
-    Spec("random_flip", "Flip faces randomly", parse_bool),
-    Spec("batch_size", "Batch size", parse_int),
-    Spec("sort_by_yaw", "Feed faces sorted by yaw", parse_bool),
-    Spec("src_scale_mod", "Src face scale modifier %", parse_int),
-    Spec("pixel_loss", "Use pixel loss", parse_bool),
-    Spec("eyes_mouth_priority", "Eyes and mouth priority", parse_bool),
-    Spec("remove_gray_border", "Remove gray border", parse_bool),
-    Spec("face_style_power", "Face style power", parse_float),
-    Spec("bg_style_power", "Background style power", parse_float),
-    Spec("optimizer_mode", "Optimizer mode", parse_int),
-]
-assert {s.name for s in CHANGEABLE} == CHANGEABLE_OPTIONS, "a changeable option is not asked"
+def _question(name: str) -> Spec:
+    s = _SPECS[name]
+    return Spec(name, s.label, PARSE[s.base])
+
+
+PRESET = _question("preset")
+LIGHTWEIGHT_SPEC = _question("lightweight")
+_APART = ("preset", "lightweight")  # asked first, and only for h64/h128
+CREATION: list[Spec] = [  # the creation options the sae preset leaves to the user
+    _question(s.name) for s in _SPECS.values() if s.fixed and s.name not in _APART]
+CHANGEABLE: list[Spec] = [_question(s.name) for s in _SPECS.values() if not s.fixed]
 
 
 def show(value: Any) -> str:

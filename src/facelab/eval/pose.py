@@ -22,11 +22,6 @@ def pose_differences(dst: list[Landmarks | None], result: list[Landmarks | None]
     return (diff + 180.0) % 360.0 - 180.0
 
 
-def pose_errors(dst: list[Landmarks | None], result: list[Landmarks | None]) -> np.ndarray:
-    """N×3 absolute differences in degrees; NaN where either face is missing."""
-    return np.abs(pose_differences(dst, result))
-
-
 def offset_and_following(diff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Split signed differences (N×3) into a constant offset per axis (their median) and
     what is left, |diff − offset| (N×3). Why: landmark-based pose depends on the face's

@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image
 
 from facelab.errors import FacelabError
+from facelab.jpeg import SOI, JpegError, segments
 
 MAX_FILE = 64 << 20  # an aligned face is well under a megabyte
 MAX_PAYLOAD = 1 << 20  # a JPEG segment holds at most 64 KiB; 1.0 PNGs stay under ~70 KB
@@ -55,6 +56,7 @@ _FACE_TYPES = {"half_face": "half", "midfull_face": "mid-full", "mid_full_face":
                "full_face": "full", "whole_face": "whole-face", "head": "head"}
 _ORDERS = ("<", ">", "|", "=")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_APP15 = 0xEF  # DeepFaceLab's pickle
 
 
 class Poly(TypedDict):
@@ -236,21 +238,12 @@ def _unpickle(payload: bytes, label: object) -> dict[str, Any]:
 def find_dfl_payload(data: bytes) -> bytes | None:
     """The pickled metadata in a JPEG's APP15 segment or a PNG's `fcWp` chunk, else None.
 
-    A segment cut short by the end of the file is returned as it is, so the reader reports
-    it as truncated rather than as a missing segment."""
-    if data[:2] == b"\xff\xd8":
-        pos = 2
-        while pos + 4 <= len(data) and data[pos] == 0xFF:
-            marker = data[pos + 1]
-            if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD8:  # fill, no length
-                pos += 1 if marker == 0xFF else 2
-                continue
-            if marker in (0xD9, 0xDA):  # metadata segments all come before the scan
-                return None
-            (size,) = struct.unpack(">H", data[pos + 2:pos + 4])
-            if marker == 0xEF:
-                return data[pos + 4:pos + 2 + size]
-            pos += 2 + size
+    A JPEG damaged before the segment (cut short inside it included) raises `JpegError`,
+    so the reader reports the damage rather than a missing segment."""
+    if data[:2] == SOI:
+        for seg in segments(data):  # metadata segments all come before the scan
+            if seg.marker == _APP15:
+                return seg.payload()
         return None
     if data[:8] == PNG_SIGNATURE:
         pos = 8
@@ -343,7 +336,10 @@ def read_dfl(path: Path) -> DflFace:
     """The metadata of a DeepFaceLab aligned face (JPEG, or 1.0 PNG); pixels are not read."""
     path = Path(path)
     data = _read(path)
-    payload = find_dfl_payload(data)
+    try:
+        payload = find_dfl_payload(data)
+    except JpegError as e:
+        raise FacelabError(f"{path}: a damaged JPEG (it {e.reason}).") from None
     if payload is None:
         if data[:8] == PNG_SIGNATURE and b"iTXtfaceswap\x00" in data:
             raise FacelabError(f"{path}: a faceswap face, which facelab does not read; "

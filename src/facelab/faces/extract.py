@@ -17,11 +17,8 @@ multiprocessing pool, a script calling `extract_faces` needs the
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
-from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +26,14 @@ from typing import Any
 import cv2
 
 from facelab.errors import FacelabError
+from facelab.executor import create_executor, default_workers
 from facelab.faces.debug import draw_debug
 from facelab.faces.extractor import Extractor, ExtractorOptions
 from facelab.faces.faceimage import write_face
 from facelab.faces.mediapipe_runtime import quiet_env
 from facelab.fsutil import atomic_path, move_to_trash, read_json, write_json
+from facelab.options import option
+from facelab.options import validate as check_options
 from facelab.progress import NULL, Reporter
 from facelab.video.frames import read_image
 from facelab.workspace import Side, Workspace, list_images
@@ -43,7 +43,6 @@ MISSING = "aligned_missing.txt"
 SAVE_EVERY_S = 2.0
 MIN_POOL_FRAMES = 8  # below this, starting workers (≈ 1-2 s of model loading) is not worth it
 MAX_WORKERS = 2
-START_METHOD = "forkserver"
 # imported once by the fork server, so each worker forks with them loaded (no model is
 # loaded and no thread started by an import, so forking them is safe)
 PRELOAD = ["facelab.faces.extract", "facelab.faces.detect", "facelab.faces.landmarks",
@@ -52,11 +51,27 @@ PRELOAD = ["facelab.faces.extract", "facelab.faces.detect", "facelab.faces.landm
 
 @dataclass
 class FaceExtractOptions:
-    extractor: ExtractorOptions = field(default_factory=ExtractorOptions)
-    jpeg_quality: int = 95
-    debug: bool | None = None  # None: on for dst, off for src (the seed's defaults)
-    force: bool = False
-    workers: int | None = None  # processes; None: min(2, cores), 1 for small jobs or CUDA
+    """One extraction run; checked on construction (the extractor's options included)."""
+
+    extractor: ExtractorOptions = option(default_factory=ExtractorOptions,
+                                         help="What to find and how to align it.")
+    jpeg_quality: int = option(95, range=(1, 100), help="JPEG quality of the faces.")
+    debug: bool | None = option(  # None: the seed's defaults
+        None, help="Write each frame with its boxes, 68 points and crop outline to "
+        "aligned_debug/ (default: on for dst, off for src).")
+    force: bool = option(False, help="Extract every frame again; old faces move to "
+                         "WORKSPACE/.trash/.")
+    workers: int | None = option(  # None: min(2, cores), 1 for small jobs or CUDA
+        None, range=(1, None), cli=False, help="Processes extracting faces.")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> FaceExtractOptions:
+        """Raise FacelabError naming the first bad option; return self."""
+        check_options(self)
+        self.extractor.validate()
+        return self
 
 
 @dataclass
@@ -152,18 +167,12 @@ def extract_faces(ws: Workspace, side: Side, opts: FaceExtractOptions | None = N
     return report
 
 
-def _cores() -> int:
-    if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may use
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _workers(opts: FaceExtractOptions, frames: int) -> int:
     if opts.workers is not None:
         return max(1, min(opts.workers, frames))
     if frames < MIN_POOL_FRAMES or opts.extractor.device == "cuda":
         return 1
-    return max(1, min(MAX_WORKERS, _cores()))
+    return default_workers(MAX_WORKERS)
 
 
 def _extract_frame(extractor: Extractor, frame_path: Path, aligned: Path,
@@ -190,114 +199,58 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(options: ExtractorOptions, aligned: Path, debug_dir: Path | None,
-                 quality: int, slot: Any = None) -> None:
-    """Pool initializer: load the models once per process; a load error (a bad detector
-    name, a missing package) is kept and raised by the first frame, as the user's error.
-    `slot`: a shared counter that gives each worker its own core."""
-    if slot is not None:
-        with slot.get_lock():
-            i, slot.value = slot.value, slot.value + 1
-        cpus = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cpus[i % len(cpus)]})
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
-    cv2.setNumThreads(1)
+                 quality: int, pooled: bool) -> None:
+    """Load the models once per worker (a bad detector name or a missing package fails
+    here and is raised by the first frame). In a pool process each runtime gets one
+    thread: the processes are the parallelism."""
+    if pooled:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
+        cv2.setNumThreads(1)
+    _WORKER.clear()
     extractor = Extractor(options)
-    try:
-        _ = extractor.detector, extractor.landmarker
-    except Exception as e:  # re-raised by _worker_frame, on the first frame
-        _WORKER["error"] = e
     _WORKER.update(extractor=extractor, aligned=aligned, debug_dir=debug_dir, quality=quality)
+    _ = extractor.detector, extractor.landmarker
 
 
 def _worker_frame(frame_path: Path) -> tuple[int, list[Path]]:
-    if "error" in _WORKER:
-        raise _WORKER["error"]
     return _extract_frame(_WORKER["extractor"], frame_path, _WORKER["aligned"],
                           _WORKER["debug_dir"], _WORKER["quality"])
+
+
+def _discard(result: tuple[int, list[Path]]) -> None:
+    """A frame after a failed one was done ahead: delete what it wrote, so the disk
+    matches the one-process path's."""
+    for path in result[1]:
+        path.unlink(missing_ok=True)
 
 
 def _process(ws: Workspace, side: Side, frames: list[Path], options: ExtractorOptions,
              state: _State, opts: FaceExtractOptions, debug: bool, report: FaceExtractReport,
              reporter: Reporter, label: str) -> None:
+    """Frames through the executor, a few in flight per worker (memory stays flat),
+    recorded in frame order; on an error the frames before it are recorded."""
     aligned, debug_dir = ws.aligned_dir(side), ws.aligned_debug_dir(side)
     aligned.mkdir(parents=True, exist_ok=True)
     if debug:
         debug_dir.mkdir(parents=True, exist_ok=True)
     workers = _workers(opts, len(frames))
+    if workers > 1:
+        quiet_env()  # before the fork server imports mediapipe
+    initargs = (options, aligned, debug_dir if debug else None, opts.jpeg_quality, workers > 1)
     try:
-        with reporter.task(label, len(frames)) as task:
-
-            def record(frame_path: Path, faces: int) -> None:
+        with (reporter.task(label, len(frames)) as task,
+              create_executor(workers, init=_init_worker, initargs=initargs, preload=PRELOAD,
+                              pin=True) as ex):
+            results = ex.map(_worker_frame, frames, discard=_discard)
+            for frame_path, (faces, _written) in zip(frames, results, strict=True):
                 state.mark(frame_path.name, faces)
                 report.processed_now += 1
                 report.faces_written += faces
                 task.advance()
-
-            if workers > 1:
-                _pooled(frames, workers, options, aligned, debug_dir if debug else None,
-                        opts.jpeg_quality, record)
-                return
-            extractor = Extractor(options)
-            if frames:  # a bad detector or landmark name fails here, before any frame
-                _ = extractor.detector, extractor.landmarker
-            for frame_path in frames:
-                faces, _written = _extract_frame(extractor, frame_path, aligned,
-                                                 debug_dir if debug else None,
-                                                 opts.jpeg_quality)
-                record(frame_path, faces)
     finally:
+        _WORKER.clear()  # the one-process path's models
         state.save()
-
-
-def _pooled(frames: list[Path], workers: int, options: ExtractorOptions, aligned: Path,
-            debug_dir: Path | None, quality: int, record: Any) -> None:
-    """Frames through a process pool, a few in flight per worker (memory stays flat),
-    recorded in frame order. On an error the frames before it are recorded, and files that
-    later frames already wrote are removed, so the disk matches the sequential path."""
-    method = START_METHOD if START_METHOD in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
-    if method == "forkserver":
-        quiet_env()  # before the fork server imports mediapipe
-        ctx.set_forkserver_preload(PRELOAD)
-    # one core per worker: pin each to its own (≈ 10-15 % faster, less CPU: their runtime
-    # threads stop competing across cores); with more cores than workers, let them roam
-    pin = hasattr(os, "sched_setaffinity") and workers >= _cores()
-    slot = ctx.Value("i", 0) if pin else None
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(options, aligned, debug_dir, quality, slot))
-    pending: deque[tuple[Path, Future[tuple[int, list[Path]]]]] = deque()
-    todo = iter(frames)
-    try:
-        for frame_path in todo:
-            pending.append((frame_path, pool.submit(_worker_frame, frame_path)))
-            if len(pending) >= 3 * workers:
-                break
-        while pending:
-            frame_path, future = pending.popleft()
-            try:
-                faces, _written = future.result()
-            except BaseException:
-                _discard(pool, pending)
-                raise
-            record(frame_path, faces)
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(_worker_frame, nxt)))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _discard(pool: ProcessPoolExecutor,
-             pending: deque[tuple[Path, Future[tuple[int, list[Path]]]]]) -> None:
-    """Cancel the frames after a failed one and delete what the running ones wrote."""
-    for _, future in pending:
-        future.cancel()
-    pool.shutdown(wait=True, cancel_futures=True)
-    for _, future in pending:
-        if future.done() and not future.cancelled() and future.exception() is None:
-            for path in future.result()[1]:
-                path.unlink(missing_ok=True)
 
 
 def _write_missing(ws: Workspace, state: _State) -> Path:

@@ -17,17 +17,44 @@ import numpy as np
 from facelab.faces.faceimage import FaceMeta
 from facelab.faces.facetype import FaceType, crop_face, face_transform, transform_points
 from facelab.faces.record import Detection, Landmarks
+from facelab.options import option
+from facelab.options import validate as check_options
+
+
+def _detectors() -> list[str]:
+    from facelab.faces.detect import detector_names  # registers the detectors, loads no model
+
+    return detector_names()
 
 
 @dataclass
 class ExtractorOptions:
-    detector: str = "accurate"
-    landmarks: str = "mesh"
-    face_type: FaceType = FaceType.FULL
-    size: int = 256
-    device: str = "auto"
-    threshold: float | None = None  # detector score threshold; None = the detector's default
-    sensitive: bool = False  # the detector's more sensitive pass (re-extracting missed faces)
+    """What to find and how to align it; checked on construction."""
+
+    detector: str = option(
+        "accurate", choices=_detectors,
+        help="accurate (fewest false faces) or fast (cheapest, more false faces), or a "
+        "detector by name.")
+    landmarks: str = option("mesh", cli=False, help="The landmarker: mesh or dlib.")
+    face_type: FaceType = option(
+        FaceType.FULL, choices=tuple(FaceType),
+        help="How much of the head an aligned face shows.")
+    size: int = option(256, range=(16, 4096), help="Aligned face size in pixels (the trainer "
+                       "resizes to the model's resolution).")
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    threshold: float | None = option(  # None: the detector's own
+        None, cli=False, range=(0, 1), help="The detector's minimum score.")
+    sensitive: bool = option(  # re-extracting missed faces
+        False, cli=False, help="The detector's more sensitive pass.")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> ExtractorOptions:
+        """Raise FacelabError naming the first bad option; return self."""
+        check_options(self)
+        self.face_type = FaceType(self.face_type)
+        return self
 
 
 @dataclass

@@ -11,14 +11,13 @@ Each segment: ``FF EA``, length (u16), ``FACELAB\\0``, sequence number (u16, fro
 count (u16), CRC-32 of the whole JSON (u32), then up to 65,517 bytes of it. They go after SOI
 and any APP0/APP1 segments, before the quantisation tables, so the entropy-coded data stays
 exactly what the encoder wrote and `update_meta` rewrites metadata without touching pixels.
-This is the only module that parses JPEG segments.
+The segments are walked by `facelab.jpeg`, the one JPEG segment parser.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import os
 import struct
@@ -33,6 +32,7 @@ import numpy as np
 from facelab.errors import FacelabError
 from facelab.faces.facetype import FaceType
 from facelab.fsutil import atomic_path
+from facelab.jpeg import EOI, SOS, JpegError, segments
 
 FORMAT_VERSION = 1
 FACE_TYPES = tuple(t.value for t in FaceType)  # half, mid-full, full, whole-face, head
@@ -46,7 +46,7 @@ MAX_SIDE = 4096  # face and mask side, pixels
 MAX_MESH, MAX_POLYS, MAX_POLY_POINTS = 100_000, 1_000, 100_000  # the last over all polygons
 MAX_COORD = 10_000_000  # |coordinate|, pixels
 MAX_DEPTH = 32  # nesting of `extra`
-_APP10, _APP15, _SOS, _EOI = 0xEA, 0xEF, 0xDA, 0xD9
+_APP10, _APP15 = 0xEA, 0xEF
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers (hold the size)
 PathLike = str | os.PathLike[str]
 
@@ -276,48 +276,38 @@ class _Header:
     dfl: bool  # an APP15 segment, as DeepFaceLab writes
 
 
-def _scan(f: BinaryIO, name: str) -> _Header:
+def _scan(src: bytes | BinaryIO, name: str) -> _Header:
     """Walk the segments before the first SOS; read only facelab's payloads and the SOF."""
-    if f.read(2) != b"\xff\xd8":
-        raise FacelabError(f"{name} is not a JPEG image.")
-    truncated = FacelabError(f"{name} is truncated (it ends inside its JPEG headers).")
-    garbled = FacelabError(f"{name} is damaged (its JPEG headers are garbled).")
     segs: list[tuple[int, int, int, bool]] = []
     ours: list[bytes] = []
     dims = None
-    while True:
-        start, b = f.tell(), f.read(2)
-        if len(b) < 2 or b[0] != 0xFF:
-            raise truncated if len(b) < 2 else garbled
-        marker = b[1]
-        while marker == 0xFF:  # fill bytes
-            marker = (f.read(1) or b"\0")[0]  # EOF reads as 0: garbled
-        if marker == _SOS:
-            if dims is None:
-                raise FacelabError(f"{name} is damaged (it has no frame header).")
-            return _Header(segs, ours, start, dims, any(s[0] == _APP15 for s in segs))
-        if marker == _EOI:
-            raise FacelabError(f"{name} is damaged (it has no image data).")
-        if len(segs) >= MAX_HEADER_SEGMENTS or marker < 0xC0 or 0xD0 <= marker <= 0xD8:
-            raise garbled  # RSTn, SOI and reserved markers have no place in a header
-        ln = f.read(2)
-        n = int.from_bytes(ln, "big") - 2
-        if len(ln) < 2 or n < 0:
-            raise truncated if len(ln) < 2 else garbled
-        mine = False
-        if marker == _APP10 or marker in _SOF:
-            payload = f.read(n)
-            if len(payload) < n or (marker in _SOF and n < 5):
-                raise truncated if len(payload) < n else garbled
-            if marker in _SOF:
+    try:
+        for seg in segments(src, max_segments=MAX_HEADER_SEGMENTS):
+            if seg.marker == SOS:
+                if dims is None:
+                    raise FacelabError(f"{name} is damaged (it has no frame header).")
+                return _Header(segs, ours, seg.start, dims, any(s[0] == _APP15 for s in segs))
+            if seg.marker == EOI:
+                raise FacelabError(f"{name} is damaged (it has no image data).")
+            mine = False
+            if seg.marker in _SOF:
+                payload = seg.payload()
+                if len(payload) < 5:
+                    raise JpegError("malformed", "has a frame header under 5 bytes")
                 dims = (int.from_bytes(payload[3:5], "big"), int.from_bytes(payload[1:3], "big"))
-            elif mine := payload.startswith(PREFIX):
-                if len(ours) >= MAX_SEGMENTS:
-                    raise FacelabError(f"{name}'s facelab metadata is larger than 16 MiB.")
-                ours.append(payload[len(PREFIX):])
-        else:
-            f.seek(n, io.SEEK_CUR)  # a seek past the end shows up at the next read
-        segs.append((marker, start, f.tell(), mine))
+            elif seg.marker == _APP10:
+                payload = seg.payload()
+                if mine := payload.startswith(PREFIX):
+                    if len(ours) >= MAX_SEGMENTS:
+                        raise FacelabError(f"{name}'s facelab metadata is larger than 16 MiB.")
+                    ours.append(payload[len(PREFIX):])
+            segs.append((seg.marker, seg.start, seg.end, mine))
+    except JpegError as e:
+        raise FacelabError({
+            "not-jpeg": f"{name} is not a JPEG image.",
+            "truncated": f"{name} is truncated (it ends inside its JPEG headers).",
+        }.get(e.kind, f"{name} is damaged (its JPEG headers are garbled).")) from None
+    raise AssertionError("the header walk ends at SOS or EOI")  # pragma: no cover
 
 
 def _meta(head: _Header, name: str) -> FaceMeta:
@@ -390,7 +380,7 @@ def _open(path: Path, whole: bool) -> tuple[bytes, _Header]:
     try:
         if whole:
             data = path.read_bytes()
-            return data, _scan(io.BytesIO(data), path.name)
+            return data, _scan(data, path.name)
         with open(path, "rb") as f:
             return b"", _scan(f, path.name)
     except FileNotFoundError:
@@ -428,7 +418,7 @@ def encode_face(image_bgr: np.ndarray, meta: FaceMeta, quality: int = 95) -> byt
     if not ok:
         raise ValueError("OpenCV could not encode the face as JPEG")
     jpeg = buf.tobytes()
-    return _with_meta(jpeg, payload, _scan(io.BytesIO(jpeg), "encoded face"))
+    return _with_meta(jpeg, payload, _scan(jpeg, "encoded face"))
 
 
 def write_face(path: PathLike, image_bgr: np.ndarray, meta: FaceMeta, quality: int = 95) -> None:
@@ -447,8 +437,13 @@ def read_face(path: PathLike) -> tuple[np.ndarray, FaceMeta]:
     data, head = _open(path, whole=True)
     meta = _meta(head, path.name)
     _check_size(path, head, meta)  # before decoding: the header could claim 60000² pixels
-    if data.find(b"\xff\xd9", head.sos) < 0:  # in baseline scan data FF D9 can only be EOI
-        raise FacelabError(f"{path.name} is truncated (its image data ends early).")
+    try:  # the scan data must end in EOI (a cut-short file would decode half grey)
+        for _ in segments(data, until_sos=False):
+            pass
+    except JpegError as e:
+        if e.kind == "truncated":
+            raise FacelabError(f"{path.name} is truncated (its image data ends early).") from None
+        raise FacelabError(f"{path.name} is damaged (its pixels cannot be decoded).") from None
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:

@@ -3,18 +3,15 @@
 Each feature is a small function registered by name (the sort modules define them next to
 the orderings that use them). Values are cached in `<faceset>/.facelab-features.json`,
 keyed by a hash of the file's bytes: a rename (every sort renames) keeps the cache valid, an
-edited file is computed again. Misses are computed in a process pool when there are enough
-of them to pay for its start-up (≈ 1 s to spawn and import).
+edited file is computed again. Misses are computed by the executor's worker processes when
+there are enough of them to pay for the pool's start-up (≈ 1 s), in chunks of faces.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import multiprocessing
-import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ import cv2
 import numpy as np
 
 from facelab.errors import FacelabError
+from facelab.executor import create_executor, default_workers
 from facelab.faces.faceimage import FaceMeta, read_face, read_meta
 from facelab.faceset.folder import Faceset
 from facelab.faceset.journal import file_hash
@@ -32,7 +30,8 @@ from facelab.progress import NULL, Reporter
 CACHE = ".facelab-features.json"
 CACHE_VERSION = 1
 MIN_POOL = 256  # misses below this are computed in-process (a pool costs ≈ 1 s to start)
-CHUNK = 64
+CHUNK = 64  # faces per work item
+MAX_WORKERS = 4
 SIDE = 256  # faces of other sizes are resized to this before measuring
 
 
@@ -100,7 +99,7 @@ class FaceRecord:
 
 
 def _compute(path: Path, names: tuple[str, ...]) -> dict[str, Any]:
-    import facelab.faceset.methods  # noqa: F401  (fills FEATURES in a spawned worker)
+    import facelab.faceset.methods  # noqa: F401  (fills FEATURES in a worker)
 
     pixels = any(FEATURES[n].pixels for n in names)
     image, meta = read_face(path) if pixels else (None, read_meta(path))
@@ -138,11 +137,6 @@ def _save_cache(path: Path, entries: dict[str, dict[str, Any]]) -> None:
                                   separators=(",", ":")), encoding="utf-8")
 
 
-def workers() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(4, cores or 1))
-
-
 def load_features(fs: Faceset, files: list[Path], names: tuple[str, ...],
                   reporter: Reporter = NULL, jobs: int | None = None) -> list[FaceRecord]:
     """`names` (plus `info`) for every file, from the cache or computed (in parallel)."""
@@ -163,20 +157,14 @@ def load_features(fs: Faceset, files: list[Path], names: tuple[str, ...],
     if todo:
         missing = tuple(n for n in names if any(n not in r.values for r in todo))
         chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
-        jobs = jobs or workers()
-        with reporter.task("computing features", len(todo)) as task:
-            if jobs > 1 and len(todo) >= MIN_POOL:
-                ctx = multiprocessing.get_context("spawn")  # cv2 after fork can hang
-                with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
-                    futures = [pool.submit(_compute_chunk, [str(r.path) for r in c], missing)
-                               for c in chunks]
-                    for c, fut in zip(chunks, futures, strict=True):
-                        _merge(c, fut.result())
-                        task.advance(len(c))
-            else:
-                for c in chunks:
-                    _merge(c, _compute_chunk([str(r.path) for r in c], missing))
-                    task.advance(len(c))
+        jobs = (jobs or default_workers(MAX_WORKERS)) if len(todo) >= MIN_POOL else 1
+        compute = functools.partial(_compute_chunk, names=missing)
+        with (reporter.task("computing features", len(todo)) as task,
+              create_executor(jobs, preload=("facelab.faceset.methods",)) as ex):
+            results = ex.map(compute, [[str(r.path) for r in c] for c in chunks])
+            for res, c in zip(results, chunks, strict=True):
+                _merge(c, res)
+                task.advance(len(c))
         _save_cache(cache_path, {r.hash: r.values for r in records})
     return records
 

@@ -76,7 +76,7 @@ class DATEnhancer(Enhancer):
     def __init__(self, scale: int, device: str = "cpu") -> None:
         import torch
 
-        from facelab.train.device import resolve_device
+        from facelab.device import resolve_device
 
         try:
             import einops  # noqa: F401  (DAT's import, checked here for one clear message)

@@ -14,27 +14,30 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
+from facelab.device import choose_precision, resolve_device
 from facelab.errors import FacelabError
+from facelab.executor import create_executor, default_workers
 from facelab.faces.faceimage import FaceMeta, read_meta
-from facelab.faces.facetype import face_transform
+from facelab.faces.facetype import FaceType, face_transform
 from facelab.faceset.folder import list_faces
 from facelab.fsutil import read_json, temp_sibling, write_json
 from facelab.merge.compose import Placed, merge_face
 from facelab.merge.options import MergeOptions
-from facelab.merge.parallel import run_ordered
-from facelab.merge.predict import ModelInfo, Predictor, model_info
+from facelab.merge.predictor import ModelInfo, Predictor, load_predictor, model_info
 from facelab.progress import Reporter
 from facelab.provenance.mark import Mark
 from facelab.provenance.png import png_bytes_with_mark
 from facelab.provenance.watermark import mark_frame
-from facelab.train.device import choose_precision, resolve_device
 from facelab.video.frames import read_image
 from facelab.workspace import Workspace, list_images
+
+if TYPE_CHECKING:
+    from facelab.merge.smooth import FaceRef
 
 STATE_FILE = "merge.json"  # in merged/: what the frames there were made with
 BATCH_FRAMES = 4  # frames per pool item, their faces predicted as one batch
@@ -95,19 +98,37 @@ def _dst_faces(ws: Workspace) -> dict[str, list[FaceMeta]]:
     return by_frame
 
 
+def _dst_frames(ws: Workspace) -> list[Path]:
+    return [p for p in list_images(ws.frames_dir("dst")) if p.is_file()]
+
+
+def face_refs(frames: list[Path], by_frame: dict[str, list[FaceMeta]]) -> list[FaceRef]:
+    """The faces of `frames` as the smoother sees them, in (frame, face) order; a frame is
+    numbered by its position in `frames`."""
+    from facelab.merge.smooth import FaceRef
+
+    index = {p.name: i for i, p in enumerate(frames)}
+    refs = [FaceRef(index[name], m.face_index, np.asarray(m.source_landmarks, np.float64),
+                    tuple(m.source_rect))
+            for name, metas in by_frame.items() if name in index for m in metas]
+    refs.sort(key=lambda r: (r.frame, r.face))
+    return refs
+
+
+def dst_face_refs(ws: Workspace) -> list[FaceRef]:
+    """Every dst frame's faces as a whole-clip merge smooths them (for tests and benches)."""
+    return face_refs(_dst_frames(ws), _dst_faces(ws))
+
+
 def _jobs(frames: list[Path], by_frame: dict[str, list[FaceMeta]],
           smooth: int, fps: float) -> dict[str, list[FaceJob]]:
     """FaceJobs per frame name, landmarks smoothed over time when `smooth` > 0."""
     index = {p.name: i for i, p in enumerate(frames)}
     smoothed: dict[tuple[int, int], np.ndarray] = {}
     if smooth:
-        from facelab.merge.smooth import FaceRef, smooth_landmarks
+        from facelab.merge.smooth import smooth_landmarks
 
-        refs = [FaceRef(index[name], m.face_index, np.asarray(m.source_landmarks, np.float64),
-                        tuple(m.source_rect))
-                for name, metas in by_frame.items() if name in index for m in metas]
-        refs.sort(key=lambda r: (r.frame, r.face))
-        smoothed = smooth_landmarks(refs, smooth, fps)
+        smoothed = smooth_landmarks(face_refs(frames, by_frame), smooth, fps)
     jobs: dict[str, list[FaceJob]] = {}
     for name, metas in by_frame.items():
         if name not in index:
@@ -146,8 +167,8 @@ def _init(setup: _Setup, threads: int = 1) -> None:
     torch.set_num_threads(threads)
     _W.clear()
     _W["setup"] = setup
-    _W["predictor"] = Predictor(setup.model_dir, setup.model_name, setup.device,
-                                precision=setup.precision)
+    _W["predictor"] = load_predictor(setup.model_dir, setup.model_name, setup.device,
+                                     setup.precision)
     _W["mesher"] = None
     if "prd" in setup.options.mask_parts:
         _W["mesher"] = _mesher()
@@ -314,7 +335,7 @@ def merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter
     opts.validate()
     ws.require()
     info = model_info(ws.model_dir, model_name)
-    frames = [p for p in list_images(ws.frames_dir("dst")) if p.is_file()]
+    frames = _dst_frames(ws)
     if not frames:
         raise FacelabError(f"{ws.frames_dir('dst')} holds no frames: run "
                            "`facelab video extract dst` first.")
@@ -356,13 +377,11 @@ def merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter
                 task.advance()
 
         chunks = [items[i:i + BATCH_FRAMES] for i in range(0, len(items), BATCH_FRAMES)]
-        if n_workers <= 1:
-            _init(setup, threads=max(1, os.cpu_count() or 1))
-            for chunk in chunks:
-                record(_work(chunk))
-        else:
-            run_ordered(chunks, _work, record, n_workers, _init, (setup,),
-                        preload=("facelab.merge.merger",))
+        threads = default_workers() if n_workers <= 1 else 1  # in-process: every core
+        with create_executor(n_workers, init=_init, initargs=(setup, threads),
+                             preload=("facelab.merge.merger",)) as ex:
+            for results in ex.map(_work, chunks):
+                record(results)
     return report
 
 
@@ -401,21 +420,18 @@ def _complete_png(path: Path) -> bool:
 
 
 def _default_workers(items: int, device: str) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
     if items < 8 or device.startswith("cuda"):
         return 1
-    return max(1, min(cores, 4))
+    return default_workers(4)
 
 
 def _check_face_type(ws: Workspace, info: ModelInfo, by_frame: dict[str, list[FaceMeta]]) -> None:
     """A model trained on a wider face type than dst's faces were extracted with would
     paste pixels the aligned faces never covered; the seed refuses it too."""
-    order = ["half", "mid-full", "full", "whole-face", "head"]
-    model_type = info.options.face_type
+    order = [t.value for t in FaceType]  # narrowest to widest
+    model_type = info.face_type.value
     first = next(iter(by_frame.values()))[0]
-    if model_type in order and first.face_type in order and (
-            order.index(model_type) > order.index(first.face_type)):
+    if first.face_type in order and order.index(model_type) > order.index(first.face_type):
         raise FacelabError(
             f"Model {info.name!r} is a {model_type} face model but the dst faces in "
             f"{ws.aligned_dir('dst')} are {first.face_type}: extract dst again with "

@@ -1,7 +1,8 @@
 """Merge options: DeepFaceLab's merger settings as one plain dataclass, validated.
 
 Defaults follow the seed (seamless blending, learned mask, masked histogram matching)
-plus what the anchors lack: temporal smoothing on by default.
+plus what the anchors lack: temporal smoothing on by default. Each option is declared once
+(`facelab.options.option`): the `merge` and `swap` flags are generated from these fields.
 """
 
 from __future__ import annotations
@@ -9,55 +10,77 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from facelab.errors import FacelabError
 from facelab.merge.smooth import DEFAULT_SMOOTH, MAX_SMOOTH
+from facelab.options import option
+from facelab.options import validate as check_options
 
 MODES = ("overlay", "hist-match", "hist-match-bw", "seamless", "seamless-hist-match", "raw")
-MASK_PARTS = ("learned", "dst", "prd")
 MASK_MODES = ("learned", "dst", "prd", "learned*dst", "prd*dst", "learned*prd*dst")
 COLORS = ("none", "rct", "lct", "mkl", "idt", "sot")
 
 
+def _enhancers() -> tuple[str, ...]:
+    from facelab.merge.enhance import ENHANCERS  # OpenCV: only when a merge is set up
+
+    return tuple(ENHANCERS)
+
+
 @dataclass(frozen=True)
 class MergeOptions:
-    """How each predicted face is put back into its frame."""
+    """How each predicted face is put back into its frame; checked on construction."""
 
-    mode: str = "seamless"
-    mask: str = "learned*dst"  # learned alone lets the model's blur in; dst clips it
-    masked_hist_match: bool = True
-    hist_threshold: int = 255
-    erode: int = 0  # −200…200, relative to the face size; negative grows the mask
-    blur: int = 0  # −200…200 relative feathering of the mask edge (negative: none)
-    face_scale: int = 0  # −50…50 %
-    color: str = "rct"
-    degrade: int = 0  # 0…100 bicubic degradation of the predicted face
-    color_degrade: int = 0  # 0…100 colour reduction of the result
-    super_resolution: str = "none"  # an enhancer name from merge/enhance.py
-    smooth: int = DEFAULT_SMOOTH  # 0 = off; temporal smoothing of the face's placement
-    export_alpha: bool = False
+    mode: str = option(
+        "seamless", choices=MODES,
+        help="How the face is blended: overlay (paste through the mask), hist-match and "
+        "hist-match-bw (match dst's histograms first), seamless (Poisson blending), "
+        "seamless-hist-match, raw (the face and its mask only, RGBA, for compositing in an "
+        "editor).")
+    mask: str = option(  # learned alone lets the model's blur in; dst clips it
+        "learned*dst", choices=MASK_MODES,
+        help="Which mask cuts the face out: learned (the model's), dst (hull of dst's "
+        "landmarks), prd (hull of a face mesh fitted to the predicted face: no packaged face "
+        "segmenter exists, so hands or hair in front of the face are not cut out), or a "
+        "product of them.")
+    masked_hist_match: bool = option(
+        True, help="Histogram matching uses only the pixels inside the mask.")
+    hist_threshold: int = option(
+        255, range=(0, 255),
+        help="Histogram match threshold: lower suppresses artefacts from extreme tones.")
+    erode: int = option(
+        0, range=(-200, 200),
+        help="Shrink (positive) or grow (negative) the mask, relative to the face size.")
+    blur: int = option(
+        0, range=(-200, 200),
+        help="Feather the mask edge, relative to the face size (negative: none).")
+    face_scale: int = option(
+        0, range=(-50, 50),
+        help="Draw the face this many percent larger (or smaller if negative).")
+    color: str = option(
+        "rct", choices=COLORS,
+        help="Colour transfer of the predicted face toward the dst face, inside the mask: rct "
+        "(Reinhard), lct, mkl, idt, sot or none.")
+    degrade: int = option(
+        0, range=(0, 100),
+        help="Bicubic degradation of the predicted face (to match a soft dst).")
+    color_degrade: int = option(0, range=(0, 100), help="Reduce the colours of the merged face.")
+    super_resolution: str = option(
+        "none", choices=_enhancers,
+        help="Restore the face's detail with an enhancer before blending (see "
+        "docs/ENHANCE.md for the choices and their cost); none is off.")
+    smooth: int = option(
+        DEFAULT_SMOOTH, range=(0, MAX_SMOOTH),
+        help="Temporal smoothing of the face's placement (0: off), so the face does not "
+        "jitter where the detector did.")
+    export_alpha: bool = option(
+        False, help="Also write data_dst/merged_mask/ and RGBA frames (alpha = the face), for "
+        "`video assemble --format mov-alpha|webm-alpha`.")
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> MergeOptions:
         """Raise FacelabError naming the first bad option; return self."""
-        if self.mode not in MODES:
-            raise FacelabError(f"Merge mode must be one of {', '.join(MODES)}, not {self.mode!r}.")
-        if self.mask not in MASK_MODES:
-            raise FacelabError(f"Mask mode must be one of {', '.join(MASK_MODES)}, "
-                               f"not {self.mask!r}.")
-        if self.color not in COLORS:
-            raise FacelabError(f"Colour transfer must be one of {', '.join(COLORS)}, "
-                               f"not {self.color!r}.")
-        from facelab.merge.enhance import ENHANCERS
-
-        if self.super_resolution not in ENHANCERS:
-            raise FacelabError(f"--super-resolution must be one of {', '.join(ENHANCERS)}, "
-                               f"not {self.super_resolution!r}.")
-        for name, lo, hi in (("hist_threshold", 0, 255), ("erode", -200, 200),
-                             ("blur", -200, 200), ("face_scale", -50, 50), ("degrade", 0, 100),
-                             ("color_degrade", 0, 100), ("smooth", 0, MAX_SMOOTH)):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-                flag = "--" + name.replace("_", "-")
-                raise FacelabError(f"{flag} must be a whole number from {lo} to {hi}, not {v!r}.")
+        check_options(self)
         return self
 
     @property

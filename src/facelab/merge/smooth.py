@@ -50,11 +50,9 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from facelab.faces.faceimage import read_meta
 from facelab.faces.facetype import FIT_POINTS, MEAN_FACE_68
 
 DEFAULT_SMOOTH = 4
@@ -81,8 +79,9 @@ _MEAN_REF = _MEAN[FIT_POINTS].mean()
 
 @dataclass(frozen=True, eq=False)
 class FaceRef:
-    """One dst face: where it is (frame and face index as in `<frame>_<face>.jpg`), its 68
-    landmarks (frame pixels) and its detection box (x0, y0, x1, y1)."""
+    """One dst face: where it is (the frame's position in the clip, the face's index as in
+    `<frame>_<face>.jpg`), its 68 landmarks (frame pixels) and its detection box (x0, y0,
+    x1, y1). The merger makes them (`merger.face_refs`)."""
 
     frame: int
     face: int
@@ -116,21 +115,6 @@ class Track:
 
     def __len__(self) -> int:
         return len(self.faces)
-
-
-def read_face_refs(aligned: Path) -> list[FaceRef]:
-    """The FaceRefs of an aligned folder's faces (metadata only: fast). Frames are numbered by
-    their source frame's name (`00042.png` → 42), as `video extract` writes them."""
-    refs = []
-    for path in sorted(Path(aligned).glob("*.jpg")):
-        meta = read_meta(path)
-        stem = Path(meta.source_filename).stem
-        if not stem.isdigit():
-            continue  # not a numbered video frame: nothing to smooth along
-        refs.append(FaceRef(int(stem), meta.face_index,
-                            np.asarray(meta.source_landmarks, np.float64),
-                            tuple(float(v) for v in meta.source_rect)))
-    return refs
 
 
 def _link_cost(last: FaceRef, face: FaceRef) -> float:

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facelab.device import autocast, needs_grad_scaler
 from facelab.errors import FacelabError
-from facelab.train.device import autocast, needs_grad_scaler
 from facelab.train.losses import (
     background_style_loss,
     face_style_loss,

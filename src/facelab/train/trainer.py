@@ -2,7 +2,8 @@
 
 The library never touches signals or prompts: a caller (the CLI) sets `stop` on Ctrl-C or
 SIGTERM and the loop saves and returns at the end of the current iteration. One step
-(losses, precision, optimizer) lives in step.py; where and in which precision in device.py.
+(losses, precision, optimizer) lives in step.py; where and in which precision in
+facelab/device.py. `_setup` builds or resumes the model, `_Loop` steps it and saves.
 
 Pretraining (`pretrain_faces`) trains both sides on one folder of many people's faces, with
 the seed's forced settings (no warp, flips, no style, uniform yaw). The first run without it
@@ -12,7 +13,6 @@ and decoders, as the seed does; the pretrained save is kept as a backup.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -23,57 +23,29 @@ from typing import Any
 import torch
 from torch import nn
 
-from facelab.errors import FacelabError
-from facelab.progress import Reporter
-from facelab.train import checkpoint
-from facelab.train.data import Faceset, SampleOptions, make_loader
-from facelab.train.device import (
+from facelab.device import (
     choose_precision,
     describe,
     is_out_of_memory,
     out_of_memory_message,
     resolve_device,
 )
-from facelab.train.models import (
-    DEFAULT_PRESET,
-    FIXED_OPTIONS,
-    ModelOptions,
-    build_model,
-    preset,
-)
+from facelab.errors import FacelabError
+from facelab.progress import Reporter
+from facelab.train import checkpoint
+from facelab.train.data import Faceset, SampleOptions, make_loader
+from facelab.train.models import DEFAULT_PRESET, ModelOptions, build_model, preset
 from facelab.train.preview import fixed_faces, write_history, write_preview
-from facelab.train.step import LR, TrainStep
+from facelab.train.run_options import TrainOptions
+from facelab.train.saved import SavedModel, fixed_of, read_saved
+from facelab.train.step import TrainStep
 from facelab.workspace import Workspace
 
 HISTORY_LIMIT = 2000  # logged loss points kept in the save (for the plot and `model info`)
 PREVIEW_FACES = 4
+FAMILY = "sae"  # recorded in every save: merge loads a model by its family
 
 LogFn = Callable[[int, float, float, float], None]  # iteration, ms/iter, src loss, dst loss
-
-
-@dataclass
-class TrainOptions:
-    """One training run. `preset` None: the saved model's, or quick96 for a new one."""
-
-    model_name: str
-    preset: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)  # ModelOptions fields
-    batch_size: int | None = None  # None: the model's (its preset's default, or last run's)
-    target_iteration: int | None = None  # 0 = unlimited; None: the model's (new: unlimited)
-    autosave_minutes: float = 15.0
-    backup_every: int = 10000
-    keep_backups: int = 3
-    preview_every: int = 100  # 0 = no preview
-    log_every: int = 25
-    seed: int = 0
-    device: str = "auto"  # auto|cpu|cuda[:N]|xpu[:N]|mps
-    precision: str = "auto"  # auto|fp32|bf16|fp16; auto measures which is faster here
-    compile: bool = False  # torch.compile the model (see docs/BENCHMARKS.md for when it pays)
-    pretrain_faces: Path | None = None  # a folder of many people's aligned faces
-    preview_src: str | None = None  # file name in data_src/aligned for the history column
-    preview_dst: str | None = None  # file name in data_dst/aligned for the history column
-    workers: int = 2
-    lr: float = LR
 
 
 @dataclass
@@ -93,50 +65,22 @@ class TrainReport:
     precision: str = "fp32"
 
 
-def fixed_of(opts: ModelOptions) -> dict[str, Any]:
-    """The options that shape the network, as stored beside the weights."""
-    return {k: v for k, v in asdict(opts).items() if k in FIXED_OPTIONS}
-
-
-def peek(folder: Path, name: str) -> dict[str, Any] | None:
-    """The saved JSON document (arch, fixed options, state) without loading tensors, from the
-    save or its newest backup; None if there is none. Needed to build the right network
-    before `checkpoint.load` fills it."""
-    candidates = [folder / f"{name}_state.json"]
-    root = folder / f"{name}_backups"
-    if root.is_dir():
-        dirs = [p for p in root.iterdir() if p.is_dir() and p.name.isdigit()]
-        candidates += [p / f"{name}_state.json" for p in sorted(dirs, key=lambda p: -int(p.name))]
-    for path in candidates:
-        try:
-            doc = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            continue
-        if isinstance(doc, dict) and isinstance(doc.get("state"), dict):
-            return doc
-    return None
-
-
 def _model_options(
     folder: Path, opts: TrainOptions
-) -> tuple[ModelOptions, dict[str, Any] | None]:
+) -> tuple[ModelOptions, SavedModel | None]:
     """Options of a new model, or of the saved one with changeable overrides applied."""
     changes = dict(opts.overrides)
     if opts.batch_size is not None:
         changes["batch_size"] = opts.batch_size
     if opts.target_iteration is not None:
         changes["target_iteration"] = opts.target_iteration
-    saved = peek(folder, opts.model_name) if checkpoint.exists(folder, opts.model_name) or (
-        folder / f"{opts.model_name}_backups"
-    ).is_dir() else None
+    saved = read_saved(folder, opts.model_name)
     if saved is None:
         return preset(opts.preset or DEFAULT_PRESET, **changes), None
-    try:
-        mo = ModelOptions(**saved["state"]["options"]).validate()
-    except (KeyError, TypeError) as exc:
-        raise FacelabError(
-            f"Model {opts.model_name!r} in {folder} has unreadable options ({exc})."
-        ) from None
+    if saved.family != FAMILY:
+        raise FacelabError(f"Model {opts.model_name!r} in {folder} is a {saved.family} model, "
+                           "which this trainer does not train; pick another name.")
+    mo = saved.options()
     if opts.preset is not None and opts.preset.lower() != mo.preset:
         want = preset(opts.preset)
         raise FacelabError(
@@ -183,7 +127,7 @@ def train(
     line naming what to reduce; the last save is untouched.
     """
     try:
-        return _train(ws, opts, reporter, stop, on_log)
+        return _Loop(_setup(ws, opts, reporter), opts, reporter, on_log).run(stop)
     except (RuntimeError, MemoryError) as exc:
         if not is_out_of_memory(exc):
             raise
@@ -193,13 +137,28 @@ def train(
             mo.batch_size, mo.resolution, mo.ae_dims, device)) from None
 
 
-def _train(
-    ws: Workspace,
-    opts: TrainOptions,
-    reporter: Reporter,
-    stop: threading.Event | None,
-    on_log: LogFn | None,
-) -> TrainReport:
+@dataclass
+class _Setup:
+    """A model ready to step: built, resumed (or left pretraining), on its device."""
+
+    folder: Path
+    name: str
+    mo: ModelOptions
+    pretrain: bool  # training on one folder of many people's faces
+    resumed: bool
+    device: torch.device
+    precision: str
+    precision_reason: str
+    model: nn.Module
+    step: TrainStep
+    state: dict[str, Any]  # the save's (iteration, history), or a new model's
+    src_faces: Faceset
+    dst_faces: Faceset
+
+
+def _setup(ws: Workspace, opts: TrainOptions, reporter: Reporter) -> _Setup:
+    """Everything before the first step, in the order that makes a resume exact (the seed,
+    the network, then the save's weights, optimizer and RNG states)."""
     folder = ws.model_dir
     name = opts.model_name
     checkpoint.check_name(name)
@@ -235,95 +194,128 @@ def _train(
         state = {"iteration": 0, "history": []}
         reporter.info(f"Leaving pretraining after {done} iterations (kept as a backup): "
                       "training the pair from iteration 0 with fresh inter layers.")
-    start = it = int(state.get("iteration", 0))
-    history: list[list[float]] = list(state.get("history", []))
+    it = int(state.get("iteration", 0))
     if mo.target_iteration and it >= mo.target_iteration:
         raise FacelabError(
             f"Model {name!r} is already at iteration {it}, the target "
             f"{mo.target_iteration}: raise --target-iteration or set 0 for unlimited."
         )
+    return _Setup(folder, name, mo, pretrain, saved is not None, device, precision, why,
+                model, step, state, src_faces, dst_faces)
 
-    sample_opts = SampleOptions(
-        random_warp=not pretrain, random_flip=mo.random_flip,
-        src_scale=0.0 if pretrain else mo.src_scale_mod / 100,
-        yaw_sorted=mo.sort_by_yaw, eyes_mouth=mo.eyes_mouth_priority, seed=opts.seed,
-    )
-    batches = make_loader(src_faces, dst_faces, mo.batch_size, sample_opts, opts.workers, it)
-    preview_src = fixed_faces(src_faces, PREVIEW_FACES, None if pretrain else opts.preview_src)
-    preview_dst = fixed_faces(dst_faces, len(preview_src),
-                              None if pretrain else opts.preview_dst)
-    preview_path = folder / f"{name}_preview.png"
-    history_dir = folder / f"{name}_history"
-    wrote_preview = False
 
-    saved_at = [-1]
+class _Loop:
+    """The steps of one run and what they leave: log lines, previews, saves."""
 
-    def save(backup: bool) -> None:
-        saved_at[0] = it
-        doc = {"iteration": it, "options": asdict(mo), "history": history[-HISTORY_LIMIT:],
-               "pretrain": pretrain}
+    def __init__(self, setup: _Setup, opts: TrainOptions, reporter: Reporter,
+                 on_log: LogFn | None) -> None:
+        self.setup = setup
+        self.opts = opts
+        self.reporter = reporter
+        self.on_log = on_log
+        self.start = self.it = int(setup.state.get("iteration", 0))
+        self.history: list[list[float]] = list(setup.state.get("history", []))
+        self.losses: list[tuple[float, float]] = []
+        self.saved_at = -1  # the iteration of this run's last save
+        self.wrote_preview = False
+        mo, pretrain = setup.mo, setup.pretrain
+        sample_opts = SampleOptions(
+            random_warp=not pretrain, random_flip=mo.random_flip,
+            src_scale=0.0 if pretrain else mo.src_scale_mod / 100,
+            yaw_sorted=mo.sort_by_yaw, eyes_mouth=mo.eyes_mouth_priority, seed=opts.seed,
+        )
+        self.batches = make_loader(setup.src_faces, setup.dst_faces, mo.batch_size, sample_opts,
+                                   opts.workers, self.it)
+        self.preview_src = fixed_faces(setup.src_faces, PREVIEW_FACES,
+                                       None if pretrain else opts.preview_src)
+        self.preview_dst = fixed_faces(setup.dst_faces, len(self.preview_src),
+                                       None if pretrain else opts.preview_dst)
+        self.preview_path = setup.folder / f"{setup.name}_preview.png"
+        self.history_dir = setup.folder / f"{setup.name}_history"
+
+    def save(self, backup: bool) -> None:
+        r = self.setup
+        self.saved_at = self.it
+        doc = {"iteration": self.it, "options": asdict(r.mo),
+               "history": self.history[-HISTORY_LIMIT:], "pretrain": r.pretrain,
+               "family": FAMILY}
         checkpoint.save(
-            folder, name, model, step.optimizer, doc, arch=mo.arch, fixed_options=fixed_of(mo),
-            keep_backups=opts.keep_backups, backup=backup,
+            r.folder, r.name, r.model, r.step.optimizer, doc, arch=r.mo.arch,
+            fixed_options=fixed_of(r.mo), keep_backups=self.opts.keep_backups, backup=backup,
         )
 
-    def preview() -> None:
-        write_preview(preview_path, model, preview_src, preview_dst, history)
-        if mo.preview_history:
-            write_history(history_dir, it, model, preview_src, preview_dst)
+    def preview(self) -> None:
+        r = self.setup
+        write_preview(self.preview_path, r.model, self.preview_src, self.preview_dst,
+                      self.history)
+        if r.mo.preview_history:
+            write_history(self.history_dir, self.it, r.model, self.preview_src,
+                          self.preview_dst)
+        self.wrote_preview = True
 
-    reporter.info(
-        f"{'Resuming' if start else 'Creating'} model {name!r} ({mo.preset}, {mo.arch}, "
-        f"resolution {mo.resolution}) at iteration {it} on {describe(device)}, batch "
-        f"{mo.batch_size}, {precision} ({why})"
-        f"{', pretraining on ' + src_faces.name if pretrain else ''}."
-    )
-    losses: list[tuple[float, float]] = []
-    model.train()
-    t_run = t_log = last_save = time.monotonic()
-    logged_at = it
-    stopped = False
-    try:
-        while not (mo.target_iteration and it >= mo.target_iteration):
+    def run(self, stop: threading.Event | None) -> TrainReport:
+        """Step until the target or `stop`, then save and preview what is not yet."""
+        r, opts = self.setup, self.opts
+        self.reporter.info(
+            f"{'Resuming' if self.start else 'Creating'} model {r.name!r} ({r.mo.preset}, "
+            f"{r.mo.arch}, resolution {r.mo.resolution}) at iteration {self.it} on "
+            f"{describe(r.device)}, batch {r.mo.batch_size}, {r.precision} "
+            f"({r.precision_reason})"
+            f"{', pretraining on ' + r.src_faces.name if r.pretrain else ''}."
+        )
+        r.model.train()
+        t_run = time.monotonic()
+        try:
+            stopped = self._steps(stop)
+        finally:
+            close = getattr(self.batches, "close", None)
+            if close is not None:
+                close()
+        elapsed = time.monotonic() - t_run
+        it = self.it
+        if it > self.start and self.saved_at != it:
+            self.save(bool(opts.backup_every) and it % opts.backup_every == 0)
+        if it > self.start and opts.preview_every and it % opts.preview_every:  # not at `it` yet
+            self.preview()
+        return TrainReport(
+            model_name=r.name, options=r.mo, start_iteration=self.start, iteration=it,
+            resumed=r.resumed, stopped=stopped, device=str(r.device),
+            ms_per_iter=elapsed * 1000 / max(1, it - self.start), losses=self.losses,
+            preview=self.preview_path if self.wrote_preview else None,
+            precision=r.precision,
+        )
+
+    def _steps(self, stop: threading.Event | None) -> bool:
+        """The loop proper; True when `stop` ended it."""
+        r, opts, target = self.setup, self.opts, self.setup.mo.target_iteration
+        t_log = last_save = time.monotonic()
+        logged_at = self.it
+        while not (target and self.it >= target):
             if stop is not None and stop.is_set():
-                stopped = True
-                break
-            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-            losses.append(step(batch))
-            it += 1
-            if it % opts.log_every == 0:
+                return True
+            batch = {k: v.to(r.device, non_blocking=True) for k, v in next(self.batches).items()}
+            self.losses.append(r.step(batch))
+            self.it += 1
+            if self.it % opts.log_every == 0:
                 now = time.monotonic()
-                ms = (now - t_log) * 1000 / (it - logged_at)
-                t_log, logged_at = now, it
-                recent = losses[-opts.log_every:]
-                s = sum(v[0] for v in recent) / len(recent)
-                d = sum(v[1] for v in recent) / len(recent)
-                history.append([it, round(s, 5), round(d, 5)])
-                eta = (f"  ETA {_eta((mo.target_iteration - it) * ms / 1000)}"
-                       if mo.target_iteration else "")
-                reporter.info(f"[{it:07d}] {ms:6.0f} ms/iter  src {s:.4f}  dst {d:.4f}{eta}")
-                if on_log is not None:
-                    on_log(it, ms, s, d)
-            if opts.preview_every and it % opts.preview_every == 0:
-                preview()
-                wrote_preview = True
-            backup = bool(opts.backup_every) and it % opts.backup_every == 0
+                self._log((now - t_log) * 1000 / (self.it - logged_at))
+                t_log, logged_at = now, self.it
+            if opts.preview_every and self.it % opts.preview_every == 0:
+                self.preview()
+            backup = bool(opts.backup_every) and self.it % opts.backup_every == 0
             if backup or time.monotonic() - last_save >= opts.autosave_minutes * 60:
-                save(backup)
+                self.save(backup)
                 last_save = time.monotonic()
-    finally:
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()
-    elapsed = time.monotonic() - t_run
-    if it > start and saved_at[0] != it:
-        save(bool(opts.backup_every) and it % opts.backup_every == 0)
-    if it > start and opts.preview_every and it % opts.preview_every:  # not drawn at `it` yet
-        preview()
-        wrote_preview = True
-    return TrainReport(
-        model_name=name, options=mo, start_iteration=start, iteration=it,
-        resumed=saved is not None, stopped=stopped, device=str(device),
-        ms_per_iter=elapsed * 1000 / max(1, it - start), losses=losses,
-        preview=preview_path if wrote_preview else None, precision=precision,
-    )
+        return False
+
+    def _log(self, ms: float) -> None:
+        """One log line and history point: the mean losses since the last one."""
+        it, target = self.it, self.setup.mo.target_iteration
+        recent = self.losses[-self.opts.log_every:]
+        s = sum(v[0] for v in recent) / len(recent)
+        d = sum(v[1] for v in recent) / len(recent)
+        self.history.append([it, round(s, 5), round(d, 5)])
+        eta = f"  ETA {_eta((target - it) * ms / 1000)}" if target else ""
+        self.reporter.info(f"[{it:07d}] {ms:6.0f} ms/iter  src {s:.4f}  dst {d:.4f}{eta}")
+        if self.on_log is not None:
+            self.on_log(it, ms, s, d)

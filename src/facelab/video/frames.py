@@ -33,6 +33,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from facelab.errors import FacelabError
+from facelab.executor import default_workers as usable_cores
 
 FrameFormat = Literal["png", "jpg"]
 
@@ -42,10 +43,10 @@ def frame_name(number: int, fmt: str) -> str:
 
 
 def default_workers() -> int:
-    """Threads for encoding or decoding frame images: one more than the cores, as FFmpeg
-    sizes its frame threads, so the cores stay busy while one worker waits for the GIL or
-    the disk; at most 8."""
-    return max(2, min(8, (os.cpu_count() or 1) + 1))
+    """Threads for encoding or decoding frame images: one more than the usable cores, as
+    FFmpeg sizes its frame threads, so the cores stay busy while one worker waits for the
+    GIL or the disk; at most 8."""
+    return max(2, min(8, usable_cores() + 1))
 
 
 #: 8-bit channel counts FFmpeg's PNG encoder takes: (cv2.mixChannels pairs from OpenCV's

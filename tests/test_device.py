@@ -1,4 +1,4 @@
-"""train/device: device resolution, precision choice (measured and cached on the CPU),
+"""facelab/device: device resolution, precision choice (measured and cached on the CPU),
 autocast, out-of-memory recognition and the matmul ceiling, on this CPU-only machine."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from facelab import device as dev
 from facelab.errors import FacelabError
-from facelab.train import device as dev
 
 CPU = torch.device("cpu")
 

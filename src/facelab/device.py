@@ -1,4 +1,7 @@
-"""Where training runs and in which precision.
+"""Where a model runs (training, merging, enhancing) and in which precision.
+
+Below every stage that runs PyTorch, so a merge worker or the enhancer chooses its device
+without importing the training loop. It imports torch: the CLI imports it lazily.
 
 The device: CUDA (NVIDIA, and AMD through ROCm, which PyTorch also calls `cuda`), Intel
 `xpu`, Apple `mps`, else the CPU. The precision: fp32, or bf16/fp16 autocast. On a GPU
@@ -26,8 +29,8 @@ from torch import nn
 
 from facelab.errors import FacelabError
 from facelab.fsutil import read_json, write_json
+from facelab.options import PRECISIONS
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 BF16_MIN_GAIN = 1.15  # auto picks bf16 on a CPU only when at least this much faster
 _ACCELERATORS = ("cuda", "xpu")  # the kinds that may have several devices

@@ -1,0 +1,82 @@
+"""`TrainOptions`: one training run's settings, apart from the model's own (`ModelOptions`).
+
+Here, without PyTorch, so `facelab train --help` is generated from these fields quickly; the
+trainer re-exports it. Checked on construction, so a library caller gets the CLI's checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from facelab.errors import FacelabError
+from facelab.options import PRECISIONS, check_values, option
+from facelab.options import validate as check_options
+from facelab.train.models import ModelOptions
+
+DEVICE_HELP = ("auto picks the best GPU PyTorch sees (cuda for NVIDIA and AMD, xpu, mps; the "
+               "one with most free memory), else the CPU; or cpu, or cuda:N. With several "
+               "GPUs one is used (data-parallel comes later).")
+
+
+@dataclass
+class TrainOptions:
+    """One training run. `preset` None: the saved model's, or quick96 for a new one.
+
+    `preset`, `overrides`, `batch_size` and `target_iteration` are model options (declared
+    in `ModelOptions`); None leaves a saved model's value as it is.
+    """
+
+    model_name: str = option(help="Name of the model in WORKSPACE/model/; an existing one is "
+                             "resumed.")
+    preset: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # ModelOptions fields
+    batch_size: int | None = None  # None: the model's (its preset's default, or last run's)
+    target_iteration: int | None = None  # 0 = unlimited; None: the model's (new: unlimited)
+    autosave_minutes: float = option(15.0, above=0, help="Save every N minutes.")
+    backup_every: int = option(
+        10000, range=(0, None), help="Also copy the save to model/NAME_backups/<iteration>/ "
+        "every N iterations (0: never).")
+    keep_backups: int = option(3, range=(0, None), help="Keep the newest N periodic backups.")
+    preview_every: int = option(
+        100, range=(0, None), help="Write model/NAME_preview.png every N iterations (0: never).")
+    log_every: int = option(25, range=(1, None), cli=False,
+                            help="Log the mean losses every N iterations.")
+    seed: int = option(0, help="Seed of a new model's weights and of the sample augmentation.")
+    device: str = option("auto", help=DEVICE_HELP)
+    precision: str = option(
+        "auto", choices=PRECISIONS, help="auto measures which is faster on this device "
+        "(bf16/fp16 only on GPUs that run them well).")
+    compile: bool = option(
+        False, help="torch.compile the model: a slow first iteration, then often faster on "
+        "GPUs (see docs/BENCHMARKS.md).")
+    pretrain_faces: Path | None = option(
+        None, help="Pretrain on this folder of many people's aligned faces instead of "
+        "data_src/data_dst, so a model starts from general faces.")
+    preview_src: str | None = option(
+        None, help="File name in data_src/aligned shown in the preview history column "
+        "(default: picked evenly).")
+    preview_dst: str | None = option(
+        None, help="File name in data_dst/aligned shown in the preview history column "
+        "(default: picked evenly).")
+    workers: int = option(2, range=(0, None), cli=False,
+                          help="Processes preparing samples (0: in the training process).")
+    lr: float = option(5e-5, above=0, cli=False,  # the seed's Adam rate, train.step.LR
+                       help="Adam's learning rate.")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> TrainOptions:
+        """Raise FacelabError naming the first bad option (model options included); return
+        self."""
+        check_options(self)
+        unknown = set(self.overrides) - {f.name for f in fields(ModelOptions)}
+        if unknown:
+            raise FacelabError(f"Unknown model option(s): {', '.join(sorted(unknown))}.")
+        given = {"preset": self.preset and self.preset.lower(), "batch_size": self.batch_size,
+                 "target_iteration": self.target_iteration}
+        check_values(ModelOptions, {**self.overrides,
+                                    **{k: v for k, v in given.items() if v is not None}})
+        return self
