@@ -13,6 +13,8 @@ from facelab.video.formats import FORMATS
 from facelab.workspace import Workspace
 from tests.conftest import put_video
 
+pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
+
 N = 6
 
 

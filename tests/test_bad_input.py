@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import assert_one_line_error, put_video
 
+pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
+
 
 def no_result(ws: Path) -> None:
     leftovers = [p.name for p in ws.glob("*result*")] + [p.name for p in ws.glob(".*part*")]

@@ -20,6 +20,8 @@ import pytest
 from facelab.video.probe import exact_rate
 from tests.conftest import assert_one_line_error, run_facelab
 
+pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
+
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -65,6 +65,7 @@ def ws(tmp_path: Path, grid_frames: Path) -> Workspace:
     return w
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("factor,min_gain_db", [(5, 3.0), (20, 6.0)])
 def test_noise_reduced_edges_kept(ws: Workspace, factor: int, min_gain_db: float) -> None:
     """Gaussian noise at the level the factor targets (sigma 1 + f/2) loses several dB of
@@ -95,6 +96,7 @@ def test_strength_rises_with_factor(grid_frames: Path) -> None:
     assert change[0] < change[4] < change[9] < change[19], change
 
 
+@pytest.mark.slow
 def test_rerun_other_factor_force_and_undo(ws: Workspace) -> None:
     dst = ws.frames_dir("dst")
     originals = hashes(dst)
@@ -199,6 +201,7 @@ def test_bad_input(tmp_path: Path, ws: Workspace) -> None:
     assert not (ws.frames_dir("dst") / dn.ORIGINALS).exists()
 
 
+@pytest.mark.slow
 def test_cli(workspace: Path, grid_b: Path) -> None:
     put_video(workspace, "dst", grid_b)
     res = run_facelab("-w", workspace, "video", "denoise", "dst")

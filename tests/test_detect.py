@@ -55,6 +55,7 @@ def grid_frames() -> dict[str, list[np.ndarray]]:
     return {s: frames(data_file(f"grid/speaker_{s}.mpg"), 15) for s in SPEAKERS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role", ["accurate", "fast"])
 def test_grid_one_face_per_frame(role, grid_frames, request):
     detector = request.getfixturevalue(role)

@@ -52,6 +52,7 @@ def test_explicit_precisions(tmp_path: Path) -> None:
     assert not (tmp_path / "c.json").exists()
 
 
+@pytest.mark.slow
 def test_auto_measures_once_and_caches(tmp_path: Path) -> None:
     cache = tmp_path / "sub" / "precision.json"
     calls: list[tuple[float, float]] = []

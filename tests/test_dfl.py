@@ -313,6 +313,7 @@ FUZZ_IMAGE = np.full((32, 32, 3), 128, np.uint8)
                                 st.sampled_from(["set", "insert", "delete"])),
                       min_size=1, max_size=6),
        cut=st.integers(1, 1 << 16))
+@pytest.mark.slow
 def test_fuzzed_payloads_fail_cleanly(protocol: int, edits: list[tuple[int, int, str]],
                                       cut: int) -> None:
     valid = VALID[protocol]

@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import assert_one_line_error, data_file, run_facelab
 
+pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
+
 pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 (installed by `make test`)")
 
 SUMMARY_KEYS = {

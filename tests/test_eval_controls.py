@@ -18,6 +18,8 @@ pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 (installed by `make t
 from facelab.eval import controls, identity, pose, run
 from facelab.eval.sources import load_frames
 
+pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
+
 needs_dlib = pytest.mark.skipif(not identity.available(),
                                 reason="identity needs the [dlib] extra")
 OPTS = run.EvalOptions(identity_every=4, src_faces=12, dst_faces=12, max_frames=50)

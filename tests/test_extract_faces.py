@@ -13,6 +13,8 @@ from facelab.faces.faceimage import read_face, read_meta
 from facelab.faces.facetype import transform_points
 from tests.conftest import assert_one_line_error, put_video
 
+pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
+
 pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 (installed by `make test`)")
 
 

@@ -378,6 +378,7 @@ def _as_file(tmp_path: Path, make) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_damaged_files_give_one_clear_error(tmp_path, case):
     make, words = CASES[case]
@@ -451,6 +452,7 @@ def _check(path: Path) -> None:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
+@pytest.mark.slow
 @given(muts=st.lists(mutation, min_size=1, max_size=3), value=json_values)
 def test_fuzz_only_facelab_errors(tmp_path, muts, value):
     data = bytearray(_FUZZ_BASE)

@@ -73,6 +73,7 @@ def order_of(fs: Faceset) -> list[str]:
     return [read_meta(p).original_name for p in fs.faces()]
 
 
+@pytest.mark.slow
 def test_blurred_copy_sorts_after_its_original(ws: Workspace) -> None:
     fs = side(ws)
     faces = fs.faces()[:3]
@@ -121,7 +122,9 @@ def test_flipped_face_sorts_to_the_other_yaw_end(ws: Workspace) -> None:
     order = order_of(fs)
     assert order[0] == "flipped.jpg" and order[-1] == name
     sort_faceset(fs, "pitch")
-    pitches = [pose_from_68(read_meta(p).landmarks)[1] for p in fs.faces()]
+    # the sort reads the feature cache, which keeps 6 decimals: ties there may come in
+    # either order at full precision
+    pitches = [float(np.round(pose_from_68(read_meta(p).landmarks)[1], 6)) for p in fs.faces()]
     assert pitches == sorted(pitches)
 
 
@@ -196,6 +199,7 @@ def test_final_keeps_a_covering_best_n(ws: Workspace) -> None:
         assert np.ptp(kept[:, 0]) >= np.ptp(pick[:, 0]) - STEP
 
 
+@pytest.mark.slow
 def test_sort_undo_restores_names_and_bytes(ws: Workspace) -> None:
     fs = side(ws, "dst")
     before = state(fs)
@@ -241,6 +245,7 @@ def crash_at(k: int):
     return journal.step_hook(hook)
 
 
+@pytest.mark.slow
 def test_crash_mid_sort_then_undo_or_resume(ws: Workspace) -> None:
     fs = side(ws, "dst")
     before = state(fs)
@@ -317,6 +322,7 @@ def test_combine_copies_and_undo_removes_copies(ws: Workspace, tmp_path: Path) -
     assert target.faces() == [] and len(src.faces()) == 24
 
 
+@pytest.mark.slow
 def test_stats_and_feature_cache(ws: Workspace) -> None:
     fs = side(ws)
     png = ws.root / "stats.png"

@@ -14,6 +14,8 @@ from facelab.workspace import Workspace
 from tests.conftest import assert_one_line_error, copy_workspace, run_facelab
 from tests.test_faceset import state
 
+pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
+
 KILL = """
 import os, signal, sys
 from pathlib import Path
@@ -21,6 +23,7 @@ from facelab.faceset import journal
 from facelab.faceset.folder import resolve
 from facelab.faceset.sort import sort_faceset
 from facelab.workspace import Workspace
+
 k = int(sys.argv[2])
 journal.STEP_HOOK = lambda n: os.kill(os.getpid(), signal.SIGKILL) if n == k else None
 sort_faceset(resolve(Workspace(Path(sys.argv[1])), "dst", None), "hist")

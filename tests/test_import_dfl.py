@@ -7,11 +7,14 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from facelab.faces.faceimage import read_face, read_meta
 from facelab.faces.facetype import MEAN_FACE_68, face_transform, transform_points
 from tests.conftest import assert_one_line_error
 from tests.test_dfl import Shell, face_image, jpeg_with_app15, png_with_chunk
+
+pytestmark = pytest.mark.slow  # each runs the CLI in a new process (make test-fast skips it)
 
 FRAME_LM = (MEAN_FACE_68 - 0.5) * 140 + np.array([320.0, 200.0])
 

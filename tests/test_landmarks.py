@@ -76,6 +76,7 @@ def pexels() -> list[np.ndarray]:
     return frames("pexels/woman_pose_variety.mp4")
 
 
+@pytest.mark.slow
 def test_grid_points_in_box_and_close_to_dlib(mesh, ref, grid):
     errors: dict[str, list[float]] = {n: [] for n in GRID}
     for name, img, box in grid:
@@ -95,6 +96,7 @@ def test_grid_points_in_box_and_close_to_dlib(mesh, ref, grid):
         assert np.mean(errs) < 0.035, (name, np.mean(errs))  # measured ≤ 0.030
 
 
+@pytest.mark.slow
 def test_grid_pose_near_frontal(mesh, ref, grid):
     for name, img, box in grid:
         m, d = mesh.fit(img, box), ref.fit(img, box)
@@ -102,6 +104,7 @@ def test_grid_pose_near_frontal(mesh, ref, grid):
         assert abs(d.yaw) < 12 and abs(d.pitch) < 14 and abs(d.roll) < 6, (name, d.yaw)
 
 
+@pytest.mark.slow
 def test_pexels_pose_signs(mesh, ref, pexels):
     def fit(model, i: int):
         return model.fit(pexels[i], hog_box(pexels[i]))
@@ -162,6 +165,7 @@ def test_dlib_missing_model_names_the_packages(monkeypatch):
         create_landmarker("dlib")
 
 
+@pytest.mark.slow
 def test_jaw_follows_the_outline_on_turned_faces(mesh, ref, pexels):
     """dlib's jaw lies on the visible contour; fixed mesh vertices drift off it with yaw
     (measured on these frames: 0.056 inter-ocular distances on the outline, 0.077 without)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def _merged(ws: Workspace, frame: Path) -> np.ndarray:
     return cv2.imread(str(ws.merged_dir / f"{frame.stem}.png"), cv2.IMREAD_UNCHANGED)
 
 
+@pytest.mark.slow
 def test_default_merge_writes_every_frame_marked_and_resumes(ws: Workspace):
     shutil.rmtree(ws.merged_dir, ignore_errors=True)
     rep = merge(ws, "m", MergeOptions(export_alpha=True), NullReporter(), workers=2)
@@ -71,12 +73,15 @@ def test_default_merge_writes_every_frame_marked_and_resumes(ws: Workspace):
         assert alpha[0, 0] == 0 and alpha[-1, -1] == 0  # corners are background
     again = merge(ws, "m", MergeOptions(export_alpha=True), NullReporter(), workers=1)
     assert again.merged_now == 0 and again.skipped == len(frames)
-    # another prediction precision is another result: every frame is made again
-    fp32 = merge(ws, "m", MergeOptions(export_alpha=True), NullReporter(), workers=1,
-                 precision="fp32", frames_spec="1-3")
-    assert fp32.merged_now == 3
+    # another prediction precision is another result: every frame is made again (auto is
+    # bf16 or fp32 depending on this CPU: take the one it did not pick)
+    used = json.loads((ws.merged_dir / "merge.json").read_text())["precision"]
+    other = merge(ws, "m", MergeOptions(export_alpha=True), NullReporter(), workers=1,
+                  precision="bf16" if used == "fp32" else "fp32", frames_spec="1-3")
+    assert other.merged_now == 3
 
 
+@pytest.mark.slow
 def test_bf16_prediction_is_close_to_fp32(ws: Workspace):
     """What `--precision auto` picks on a CPU with fast bf16: near fp32's output."""
     from facelab.merge.predictor import load_predictor
@@ -91,6 +96,7 @@ def test_bf16_prediction_is_close_to_fp32(ws: Workspace):
     assert mask is not None and fast_mask is not None and np.abs(fast_mask - mask).max() < 0.05
 
 
+@pytest.mark.slow
 def test_alpha_is_opaque_at_the_nose(ws: Workspace):
     frame = _frames(ws)[10]
     metas = [read_meta(p) for p in ws.aligned_dir("dst").glob(f"{frame.stem}_*.jpg")]
@@ -101,6 +107,7 @@ def test_alpha_is_opaque_at_the_nose(ws: Workspace):
     assert alpha[y, x] == 255
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_every_mode_runs(ws: Workspace, mode: str):
     frames = _frames(ws)[:2]
@@ -116,6 +123,7 @@ def test_every_mode_runs(ws: Workspace, mode: str):
         assert 0 < np.abs(merged[..., :3].astype(int) - src).mean() < 40
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mask", MASK_MODES)
 def test_every_mask_mode_runs(ws: Workspace, mask: str):
     opts = MergeOptions(mask=mask, mode="overlay", export_alpha=True, erode=20, blur=30)
@@ -124,6 +132,7 @@ def test_every_mask_mode_runs(ws: Workspace, mask: str):
     assert 500 < (alpha > 0).sum() < alpha.size / 2
 
 
+@pytest.mark.slow
 def test_erode_shrinks_and_blur_softens(ws: Workspace):
     def alpha(**kw: int) -> np.ndarray:
         merge(ws, "m", MergeOptions(mode="overlay", mask="dst", export_alpha=True, **kw),
@@ -137,6 +146,7 @@ def test_erode_shrinks_and_blur_softens(ws: Workspace):
     assert partial(blurred) > 2 * partial(plain)
 
 
+@pytest.mark.slow
 def test_debug_and_face_scale(ws: Workspace):
     merge(ws, "m", MergeOptions(mode="overlay", export_alpha=True, face_scale=20),
           NullReporter(), frames_spec="5", workers=1, debug=True)
@@ -149,6 +159,7 @@ def test_debug_and_face_scale(ws: Workspace):
     assert debug.shape == (64, 4 * 64, 3)
 
 
+@pytest.mark.slow
 def test_cli_merge_and_bad_input(ws: Workspace, tmp_path: Path):
     res = run_facelab("-w", ws.root, "merge", "--model-name", "m", "--frames", "1-3")
     assert res.rc == 0 and "Merged" in res.out, res
@@ -183,6 +194,7 @@ def test_super_resolution_composes_at_twice_the_size(ws: Workspace):
     assert lap(sharp) > lap(plain)
 
 
+@pytest.mark.slow
 def test_result_is_found_after_hard_reencode_at_half_size(ws: Workspace, tmp_path: Path):
     """Issue 8's bar end to end: merge → assemble → CRF 30 at 50 %, metadata gone → verify."""
     import av

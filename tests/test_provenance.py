@@ -93,6 +93,7 @@ def test_hostile_xmp_is_not_parsed(mark: Mark):
     assert parse_xmp(build_xmp(mark)) == mark
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ext", [".png", ".jpg"])
 def test_damaged_files_never_crash(tmp_path: Path, astronaut: np.ndarray, mark: Mark,
                                    ext: str):
@@ -149,6 +150,7 @@ def assembled(marked_ws: Workspace) -> dict[str, Path]:
     return outs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_video_formats_carry_the_mark(marked_ws: Workspace, assembled: dict[str, Path],
                                       mark: Mark, fmt: str):
@@ -158,6 +160,7 @@ def test_video_formats_carry_the_mark(marked_ws: Workspace, assembled: dict[str,
     assert assemble(marked_ws, opts).skipped
 
 
+@pytest.mark.slow
 def test_verify_marked_videos(assembled: dict[str, Path]):
     res = run_facelab("verify", *assembled.values())
     assert res.rc == 0, res.out + res.err
@@ -194,6 +197,7 @@ def test_a_foreign_mark_that_is_not_synthetic(tmp_path: Path, astronaut: np.ndar
     assert verdict.findings[0].where == "JPEG XMP"
 
 
+@pytest.mark.slow
 def test_verify_exit_codes(marked_ws: Workspace, assembled: dict[str, Path], tmp_path: Path):
     marked = sorted(marked_ws.merged_dir.glob("*.png"))[0]
     originals = [data_file("grid/speaker_a_1.mpg"), data_file("pexels/woman_pose_variety.mp4")]

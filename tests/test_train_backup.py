@@ -64,6 +64,7 @@ def saved(tmp_path: Path) -> tuple[Path, torch.nn.Module, torch.optim.Optimizer]
     return folder, model, opt
 
 
+@pytest.mark.slow
 def test_backup_train_more_restore_is_bit_identical(saved, tmp_path: Path) -> None:
     folder, model, opt = saved
     at10 = _files(folder, "m")
@@ -87,6 +88,7 @@ def test_backup_train_more_restore_is_bit_identical(saved, tmp_path: Path) -> No
     assert all(torch.equal(restored[k], v) for k, v in model10.state_dict().items())
 
 
+@pytest.mark.slow
 def test_kept_backup_survives_periodic_pruning(saved) -> None:
     folder, model, opt = saved
     backups.backup(folder, "m")
@@ -95,6 +97,7 @@ def test_kept_backup_survives_periodic_pruning(saved) -> None:
     assert [it for it, _ in backups.list_backups(folder, "m")] == [10, 30, 40]
 
 
+@pytest.mark.slow
 def test_kill_mid_restore_leaves_a_loadable_model(saved, tmp_path: Path, monkeypatch) -> None:
     folder, model, opt = saved
     backups.backup(folder, "m")
@@ -134,6 +137,7 @@ def test_bad_names_and_damaged_backup_are_one_line(saved, tmp_path: Path) -> Non
     assert _files(folder, "m")["state.json"].count(b'"iteration": 20') == 1
 
 
+@pytest.mark.slow
 def test_cli_backup_info_restore_round_trip(tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "ws")
     ws.init()

@@ -82,6 +82,7 @@ def test_round_trip_is_bit_identical(tmp_path: Path) -> None:
     assert ckpt.exists(tmp_path, "m") and ckpt.list_models(tmp_path) == ["m"]
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path: Path) -> None:
     straight, opt = _make(7)
     _train(straight, opt, 10)
@@ -276,6 +277,7 @@ def test_losses_have_gradients_and_work_under_bf16_autocast() -> None:
     assert pred.grad is not None and pred.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_image_loss_weighting_by_resolution() -> None:
     g = torch.Generator().manual_seed(2)
     for res in (128, 256):

@@ -106,6 +106,7 @@ def _options(ws: Workspace) -> dict:
     return doc["state"] | doc["state"]["options"]
 
 
+@pytest.mark.slow
 def test_interactive_new_then_resume_then_fixed_option(ws: Workspace) -> None:
     answers = [
         "",  # model: sae (from --preset)
@@ -150,6 +151,7 @@ def test_interactive_new_then_resume_then_fixed_option(ws: Workspace) -> None:
     assert _options(ws)["iteration"] == 5
 
 
+@pytest.mark.slow
 def test_bad_flag_values_are_one_line(tmp_path: Path) -> None:
     Workspace(tmp_path / "ws").init()
     args = ("-w", tmp_path / "ws", "train", "--model-name", "x", "--device", "cpu")

@@ -38,6 +38,7 @@ def faces(aligned: Path) -> Faceset:
     return Faceset(aligned, RES, "full")
 
 
+@pytest.mark.slow
 def test_shapes_ranges_and_target_is_plain_crop(faces: Faceset):
     import cv2
 
@@ -98,7 +99,10 @@ def test_half_face_from_full_set(aligned: Path, faces: Faceset):
 def test_flip_mirrors(faces: Faceset):
     aug = draw_augment(np.random.default_rng(2), warp=False, flip=False)
     plain, flipped = faces.render(4, aug), faces.render(4, replace(aug, flip=True))
-    assert np.abs(flipped.target - plain.target[:, :, ::-1]).max() < 2 / 255
+    # a mirror image up to interpolation rounding, which differs a little between CPUs'
+    # OpenCV kernels (a level or three at a few pixels)
+    diff = np.abs(flipped.target - plain.target[:, :, ::-1])
+    assert diff.max() < 4 / 255 and diff.mean() < 0.25 / 255
     mask_diff = np.abs(flipped.mask - plain.mask[:, :, ::-1])  # anti-aliased edges differ
     assert mask_diff.max() < 0.1 and mask_diff.mean() < 0.002
     assert np.abs(flipped.target - plain.target).mean() > 0.01  # a face is not symmetric
@@ -113,6 +117,7 @@ def _batches(faces: Faceset, workers: int, seed: int, n: int = 3) -> list[dict]:
     return [next(it) for _ in range(n)]
 
 
+@pytest.mark.slow
 def test_same_seed_same_batches(faces: Faceset):
     a, b, c = _batches(faces, 2, 7), _batches(faces, 2, 7), _batches(faces, 0, 8)
     assert set(a[0]) == {"src", "src_target", "src_mask", "dst", "dst_target", "dst_mask"}
@@ -153,6 +158,7 @@ def test_errors(faces: Faceset, tmp_path: Path):
         SampleOptions(src_scale=0.5)
 
 
+@pytest.mark.slow
 def test_batches_depend_on_index_only(faces: Faceset):
     """Worker count and start do not change batch i: the basis of an exact resume."""
     two, none = _batches(faces, 2, 5, 4), _batches(faces, 0, 5, 4)

@@ -25,6 +25,7 @@ def _pair(res: int, n: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(n, 3, res, res, generator=g), torch.rand(n, 3, res, res, generator=g)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_preset_forward_shapes(name: str) -> None:
     opts = preset(name, **TINY)
@@ -42,6 +43,7 @@ def test_preset_forward_shapes(name: str) -> None:
     assert image.shape == (2, 3, r, r) and mask is not None and mask.shape == (2, 1, r, r)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["df", "df-u", "df-d", "liae-ud", "liae-d"])
 def test_variants_multiscale_and_no_mask(arch: str) -> None:
     opts = preset(
@@ -59,6 +61,7 @@ def test_variants_multiscale_and_no_mask(arch: str) -> None:
     assert model.swap(dst)[1] is None
 
 
+@pytest.mark.slow
 def test_full_presets_build_and_report_parameters(capsys: pytest.CaptureFixture[str]) -> None:
     counts = {}
     for name in PRESETS:
@@ -171,6 +174,7 @@ def test_conv_aware_init_makes_upscales_start_as_nearest() -> None:
     assert model(*_pair(64))["src_src"].shape == (2, 3, 64, 64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["df-ud", "liae-ud"])
 def test_training_steps_reduce_loss_and_reach_every_parameter(arch: str) -> None:
     torch.manual_seed(0)

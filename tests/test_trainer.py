@@ -23,6 +23,8 @@ from facelab.train.trainer import TrainOptions, train
 from facelab.workspace import Workspace
 from tests.conftest import Result, assert_one_line_error, copy_workspace, run_facelab
 
+pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
+
 pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 (installed by `make test`)")
 
 TINY = {"ae_dims": 32, "e_dims": 8, "d_dims": 8, "d_mask_dims": 8, "resolution": 64}

@@ -9,9 +9,12 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+import pytest
 
 from facelab.video.probe import probe
 from tests.conftest import put_video
+
+pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
 
 
 def decode_all(path: Path) -> tuple[int, Fraction, float | None, list[np.ndarray]]:

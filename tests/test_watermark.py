@@ -116,6 +116,7 @@ def half_size_upload(path: Path, images: list[np.ndarray]) -> None:
                       for im in images], crf=30, preset="medium")
 
 
+@pytest.mark.slow
 def test_grid_clip_verifies_after_crf30_half_size(tmp_path: Path):
     """The hard case: GRID's static shot (flat wall, still head) at 180×144 and CRF 30, no
     metadata. Merge numbers frames from 1; the clip is cut to start at frame 11, so verify
@@ -139,6 +140,7 @@ def test_grid_clip_verifies_after_crf30_half_size(tmp_path: Path):
     assert "watermark" not in r.out
 
 
+@pytest.mark.slow
 def test_reencoded_half_size_clip_verifies(tmp_path: Path):
     """A marked Pexels clip, halved and encoded at CRF 30 with no metadata: verify exits 0.
     Marked without frame numbers (as stills: one sign): the static sum and single frames
@@ -159,6 +161,7 @@ def test_reencoded_half_size_clip_verifies(tmp_path: Path):
     assert "watermark in" in r.out
 
 
+@pytest.mark.slow
 def test_marked_grid_clip_verifies_after_crf30(tmp_path: Path):
     """Mark GRID frames as merge does, encode at CRF 30 full size, crop 10 % off the left."""
     src = frames(data_file("grid/speaker_a_1.mpg"), 8)
@@ -169,6 +172,7 @@ def test_marked_grid_clip_verifies_after_crf30(tmp_path: Path):
     assert r.rc == 0, r.out + r.err
 
 
+@pytest.mark.slow
 def test_real_footage_is_not_flagged(tmp_path: Path):
     clips = [data_file(f"grid/speaker_{s}.mpg") for s in ("a_1", "b", "c")]
     clips.append(data_file("pexels/woman_pose_variety.mp4"))
@@ -177,6 +181,7 @@ def test_real_footage_is_not_flagged(tmp_path: Path):
     assert "watermark" not in r.out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["noise", "black", "grey"])
 def test_degenerate_images_are_not_flagged(tmp_path: Path, kind: str):
     rng = np.random.default_rng(0)

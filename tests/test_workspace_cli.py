@@ -18,6 +18,7 @@ def test_init_creates_layout(facelab, tmp_path):
         assert (ws / d).is_dir(), d
 
 
+@pytest.mark.slow
 def test_common_options_before_and_after(facelab, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert facelab("-w", a, "workspace", "init").rc == 0
@@ -34,6 +35,7 @@ def test_default_workspace_is_cwd_workspace(facelab, tmp_path):
     assert (tmp_path / "workspace" / "data_dst" / "aligned").is_dir()
 
 
+@pytest.mark.slow
 def test_clear_moves_everything_to_trash(facelab, workspace, grid_b):
     put_video(workspace, "dst", grid_b)
     assert facelab("-w", workspace, "video", "extract", "dst").rc == 0
@@ -52,6 +54,7 @@ def test_clear_moves_everything_to_trash(facelab, workspace, grid_b):
     assert (batch / "data_dst.mpg").read_bytes() == grid_b.read_bytes()
 
 
+@pytest.mark.slow
 def test_info_counts(facelab, workspace, grid_b):
     put_video(workspace, "dst", grid_b)
     assert facelab("-w", workspace, "video", "extract", "dst").rc == 0
@@ -63,6 +66,7 @@ def test_info_counts(facelab, workspace, grid_b):
     assert "75 images" in line
 
 
+@pytest.mark.slow
 def test_workspace_is_relocatable(facelab, tmp_path, grid_b):
     ws = tmp_path / "one"
     ws.mkdir()
@@ -93,6 +97,7 @@ def _commands(group, path=()):
             stack.append((sub, (*p, name)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", sorted(_commands(app)))
 def test_every_help_says_consent(facelab, path):
     res = facelab(*path, "--help")
