@@ -110,7 +110,7 @@ def crops_of(root: Path, model: str, max_frames: int | None) -> list[np.ndarray]
     import cv2
 
     from facelab.faces.facetype import face_transform
-    from facelab.merge.merger import _dst_faces, _jobs
+    from facelab.merge.jobs import dst_faces, face_jobs
     from facelab.merge.predictor import model_info
     from facelab.video.frames import read_image
     from facelab.workspace import Workspace, list_images
@@ -119,7 +119,7 @@ def crops_of(root: Path, model: str, max_frames: int | None) -> list[np.ndarray]
     info = model_info(ws.model_dir, model)
     res = info.resolution
     frames = [p for p in list_images(ws.frames_dir("dst")) if p.is_file()][:max_frames]
-    jobs = _jobs(frames, _dst_faces(ws), 4, 25.0)
+    jobs = face_jobs(frames, dst_faces(ws), 4, 25.0)
     out = []
     for p in frames:
         faces = jobs.get(p.name, [])

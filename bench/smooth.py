@@ -68,7 +68,7 @@ def pose(lm: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def clip_rows(name: str, root: Path, fps: float, strengths: list[int]) -> list[str]:
-    from facelab.merge.merger import dst_face_refs
+    from facelab.merge.jobs import dst_face_refs
     from facelab.merge.smooth import build_tracks, smooth_landmarks
     from facelab.workspace import Workspace
 
@@ -188,7 +188,7 @@ def main() -> None:
     parser.add_argument("--strengths", default="0,1,2,4,6,10")
     a = parser.parse_args()
     strengths = [int(s) for s in a.strengths.split(",")]
-    from facelab.merge.merger import dst_face_refs
+    from facelab.merge.jobs import dst_face_refs
     from facelab.merge.smooth import build_tracks
     from facelab.workspace import Workspace
 

@@ -70,7 +70,7 @@ def _pairs(faces):
     return ((a, b, mask), (b, a, mask))
 
 
-def test_registry_holds_the_seed_modes():
+def test_registry_holds_the_deepfacelab_modes():
     assert set(COLOR_TRANSFERS) == {"none", "rct", "lct", "mkl", "idt", "sot"}
 
 
@@ -82,7 +82,7 @@ def test_transfer_moves_colour_toward_dst_inside_the_mask(faces, name):
         out = transfer(name, face, ref, mask)
         assert out.shape == face.shape and out.dtype == np.float32
         assert out.min() >= 0.0 and out.max() <= 1.0
-        # measured: rct/lct/mkl/sot leave ≤ 2.3 of ~25 ΔE; idt with the seed's relaxation
+        # measured: rct/lct/mkl/sot leave ≤ 2.3 of ~25 ΔE; idt with DeepFaceLab's relaxation
         # (1/20 per iteration) goes about 64 % of the way, leaving ~9
         bound = 0.5 if name == "idt" else 0.2
         assert _lab_mean_distance(out, ref, mask) < bound * before, name
@@ -100,7 +100,7 @@ def test_transfer_matches_contrast_too(faces, name):
 
 def test_idt_full_steps_match_the_whole_distribution(faces):
     """With the paper's full steps idt converges: every channel's distribution inside the
-    mask, not only its moments, becomes dst's; the seed's relaxed default gets part way."""
+    mask, not only its moments, becomes dst's; DeepFaceLab's relaxed default gets part way."""
     for face, ref, mask in _pairs(faces):
         before = _w1(face, ref, mask)
         assert _w1(idt(face, ref, mask, relaxation=1.0), ref, mask) < 0.05 * before

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from facelab.faces.facetype import MEAN_FACE_68, face_transform
-from facelab.merge.merger import dst_face_refs
+from facelab.merge.jobs import dst_face_refs
 from facelab.merge.smooth import (
     DEFAULT_SMOOTH,
     FaceRef,
@@ -55,6 +55,7 @@ def test_strength_zero_is_the_identity():
         assert out[f.key] is not f.landmarks  # a copy: the caller may change it
 
 
+@pytest.mark.slow
 def test_noisy_smooth_path_comes_closer_to_the_truth():
     faces, truth = path(120, np.random.default_rng(2), 1.0)
     noisy = np.stack([f.landmarks for f in faces])

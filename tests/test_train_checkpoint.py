@@ -1,4 +1,4 @@
-"""Checkpoints survive crashes and resume exactly; the SAEHD losses behave as the seed's."""
+"""Checkpoints survive crashes and resume exactly; the SAEHD losses behave as DeepFaceLab's."""
 
 from __future__ import annotations
 

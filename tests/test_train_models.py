@@ -132,12 +132,12 @@ def test_validation_rejects_out_of_range(changes: dict) -> None:
     assert msg.endswith(".") and "\n" not in msg
 
 
-def test_seed_ranges_are_optional() -> None:
+def test_dfl_ranges_are_optional() -> None:
     opts = preset("h64")
     assert opts.validate() is opts
     with pytest.raises(FacelabError, match="--e-dims"):
-        opts.validate(seed_ranges=True)
-    ModelOptions().validate(seed_ranges=True)
+        opts.validate(dfl_ranges=True)
+    ModelOptions().validate(dfl_ranges=True)
 
 
 def test_unknown_preset_and_lightweight_misuse() -> None:

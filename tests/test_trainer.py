@@ -98,7 +98,7 @@ def test_cli_empty_faceset_is_one_line(tmp_path: Path):
     assert_one_line_error(res, "device")
 
 
-def test_every_seed_option_trains_and_writes_history(ws: Workspace):
+def test_every_deepfacelab_option_trains_and_writes_history(ws: Workspace):
     """Multiscale decoder, eyes-and-mouth priority, both style powers, gray border,
     yaw-sorted src, optimizer mode 3, bf16, preview history on a chosen face."""
     src_face = sorted(p.name for p in ws.aligned_dir("src").glob("*.jpg"))[3]

@@ -56,7 +56,7 @@ class FaceExtractOptions:
     extractor: ExtractorOptions = option(default_factory=ExtractorOptions,
                                          help="What to find and how to align it.")
     jpeg_quality: int = option(95, range=(1, 100), help="JPEG quality of the faces.")
-    debug: bool | None = option(  # None: the seed's defaults
+    debug: bool | None = option(  # None: DeepFaceLab's defaults
         None, help="Write each frame with its boxes, 68 points and crop outline to "
         "aligned_debug/ (default: on for dst, off for src).")
     force: bool = option(False, help="Extract every frame again; old faces move to "

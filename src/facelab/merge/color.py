@@ -190,7 +190,7 @@ def idt(face: np.ndarray, ref: np.ndarray, mask: np.ndarray, iterations: int = 2
 
     Each iteration rotates the colour space randomly and matches the three 1-D marginals by
     histogram matching; the full 3-D distribution moves toward ref's, not only its first two
-    moments. Each iteration moves by `relaxation` of its match: the seed's 1/iterations
+    moments. Each iteration moves by `relaxation` of its match: DeepFaceLab's 1/iterations
     (the default, None) is a gentle, partial transfer (about 1 - (1 - 1/20)^20 ≈ 64 % of
     the way) without the grain a full match leaves where the mapping is steep; 1.0 is the
     paper's full step, which converges to ref's distribution.
@@ -211,8 +211,8 @@ def sot(face: np.ndarray, ref: np.ndarray, mask: np.ndarray, steps: int = 10,
 
     Each step projects the colours on `batch` random directions, matches each projection's
     1-D distribution to ref's and moves by the mean of those displacements: a gradient step
-    on the sliced Wasserstein distance; the seed's defaults, 10 steps of 5. The total
-    displacement is then blurred over the crop (Gaussian σ = `smooth` px; the seed's bilateral
+    on the sliced Wasserstein distance; DeepFaceLab's defaults, 10 steps of 5. The total
+    displacement is then blurred over the crop (Gaussian σ = `smooth` px; DeepFaceLab's bilateral
     filter with a 5.0 range σ on [0, 1] colours is nearly the same blur) so neighbouring pixels move
     alike and no grain appears; 0 turns it off.
     """

@@ -82,8 +82,8 @@ def hull_mask(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def erode_blur(mask: np.ndarray, erode: int, blur: int) -> np.ndarray:
-    """The seed's relative erode and blur: sizes scale with the mask's smaller side, so a
-    setting means the same on a small and a large face (DFL's formulas)."""
+    """DeepFaceLab's relative erode and blur: sizes scale with the mask's smaller side, so a
+    setting means the same on a small and a large face (its formulas)."""
     ys, xs = np.nonzero(mask > 1 / 255)
     if not len(xs):
         return mask

@@ -17,7 +17,7 @@ def _check_power(power: int) -> None:
 
 
 def bicubic_degrade(face: np.ndarray, power: int) -> np.ndarray:
-    """Downscale by 1 - power/101 and back up, both bicubic (the seed's factor): detail finer
+    """Downscale by 1 - power/101 and back up, both bicubic (DeepFaceLab's factor): detail finer
     than the reduced grid is lost, the blur of a lower-resolution dst. Power 100 keeps about
     1 % of the side (at least one pixel)."""
     _check_power(power)
@@ -43,7 +43,7 @@ def reduce_colors(image: np.ndarray, colors: int = 256) -> np.ndarray:
 
 
 def color_degrade(image: np.ndarray, power: int) -> np.ndarray:
-    """Blend the image toward its 256-colour version by power/100 (the seed's colour degrade
+    """Blend the image toward its 256-colour version by power/100 (DeepFaceLab's colour degrade
     power): the banding of heavily compressed or palettised footage."""
     _check_power(power)
     image = image.astype(np.float32, copy=False)

@@ -3,8 +3,8 @@
 
 Unlike the moment-matching colour transfers (color.py), each channel's whole distribution is
 matched, so the face takes on dst's exposure curve and contrast exactly, including its
-clipped highlights, which is why the seed adds a threshold that leaves dst's brightest tail
-out.
+clipped highlights, which is why DeepFaceLab adds a threshold that leaves dst's brightest
+tail out.
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ def hist_match(face: np.ndarray, ref: np.ndarray, mask: np.ndarray, threshold: i
     background must not set the face's tones); the whole crop when the mask holds fewer than
     MIN_MASKED pixels or masked is False. The mapping is applied to the whole crop.
 
-    threshold (0…255, the seed's "hist match threshold"): the face's cumulative histogram
+    threshold (0…255, DeepFaceLab's "hist match threshold"): the face's cumulative histogram
     is scaled to end at threshold/255 instead of 1 before it is looked up in dst's, so a face
     pixel of quantile q takes dst's value at quantile q·threshold/255. At 255 this is plain
     histogram matching; lower values cut off dst's brightest (1 - threshold/255) tail, the
     specular highlights and blown-out pixels whose few extreme values otherwise appear as
     bright speckles on the face, and darken the result slightly as the price.
 
-    bw: match the grayscale images instead and return the gray face in three channels (the
-    seed's hist-match-bw, for black-and-white footage).
+    bw: match the grayscale images instead and return the gray face in three channels
+    (DeepFaceLab's hist-match-bw, for black-and-white footage).
     """
     if face.ndim != 3 or face.shape[2] != 3 or face.shape != ref.shape:
         raise ValueError(f"face {face.shape} and ref {ref.shape} must be equal H×W×3 shapes")

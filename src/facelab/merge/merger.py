@@ -11,10 +11,9 @@ frames already written; different options or a newer save redo them all.
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
@@ -22,11 +21,11 @@ import numpy as np
 from facelab.device import choose_precision, resolve_device
 from facelab.errors import FacelabError
 from facelab.executor import create_executor, default_workers
-from facelab.faces.faceimage import FaceMeta, read_meta
+from facelab.faces.faceimage import FaceMeta
 from facelab.faces.facetype import FaceType, face_transform
-from facelab.faceset.folder import list_faces
 from facelab.fsutil import read_json, temp_sibling, write_json
 from facelab.merge.compose import Placed, merge_face
+from facelab.merge.jobs import FaceJob, dst_faces, dst_fps, dst_frames, face_jobs
 from facelab.merge.options import MergeOptions
 from facelab.merge.predictor import ModelInfo, Predictor, load_predictor, model_info
 from facelab.progress import Reporter
@@ -34,22 +33,11 @@ from facelab.provenance.mark import Mark
 from facelab.provenance.png import png_bytes_with_mark
 from facelab.provenance.watermark import mark_frame
 from facelab.video.frames import read_image
-from facelab.workspace import Workspace, list_images
-
-if TYPE_CHECKING:
-    from facelab.merge.smooth import FaceRef
+from facelab.workspace import Workspace
 
 STATE_FILE = "merge.json"  # in merged/: what the frames there were made with
 BATCH_FRAMES = 4  # frames per pool item, their faces predicted as one batch
 _IEND = b"\0\0\0\0IEND\xaeB`\x82"  # the last chunk of every PNG
-
-
-@dataclass
-class FaceJob:
-    """One dst face of one frame, as the worker needs it (small to pickle)."""
-
-    landmarks: np.ndarray  # 68×2 frame px, smoothed
-    yaw: float
 
 
 @dataclass
@@ -81,64 +69,6 @@ def parse_frames(spec: str | None, count: int) -> range | None:
 
 def _frame_number(path: Path) -> int | None:
     return int(path.stem) if path.stem.isdigit() else None
-
-
-def _dst_faces(ws: Workspace) -> dict[str, list[FaceMeta]]:
-    """The dst faces' metadata by source frame name (deleted faces are simply absent)."""
-    folder = ws.aligned_dir("dst")
-    faces = list_faces(folder)
-    if not faces:
-        raise FacelabError(f"{folder} holds no faces: run `facelab extract dst` first.")
-    by_frame: dict[str, list[FaceMeta]] = defaultdict(list)
-    for p in faces:
-        meta = read_meta(p)
-        by_frame[meta.source_filename].append(meta)
-    for metas in by_frame.values():
-        metas.sort(key=lambda m: m.face_index)
-    return by_frame
-
-
-def _dst_frames(ws: Workspace) -> list[Path]:
-    return [p for p in list_images(ws.frames_dir("dst")) if p.is_file()]
-
-
-def face_refs(frames: list[Path], by_frame: dict[str, list[FaceMeta]]) -> list[FaceRef]:
-    """The faces of `frames` as the smoother sees them, in (frame, face) order; a frame is
-    numbered by its position in `frames`."""
-    from facelab.merge.smooth import FaceRef
-
-    index = {p.name: i for i, p in enumerate(frames)}
-    refs = [FaceRef(index[name], m.face_index, np.asarray(m.source_landmarks, np.float64),
-                    tuple(m.source_rect))
-            for name, metas in by_frame.items() if name in index for m in metas]
-    refs.sort(key=lambda r: (r.frame, r.face))
-    return refs
-
-
-def dst_face_refs(ws: Workspace) -> list[FaceRef]:
-    """Every dst frame's faces as a whole-clip merge smooths them (for tests and benches)."""
-    return face_refs(_dst_frames(ws), _dst_faces(ws))
-
-
-def _jobs(frames: list[Path], by_frame: dict[str, list[FaceMeta]],
-          smooth: int, fps: float) -> dict[str, list[FaceJob]]:
-    """FaceJobs per frame name, landmarks smoothed over time when `smooth` > 0."""
-    index = {p.name: i for i, p in enumerate(frames)}
-    smoothed: dict[tuple[int, int], np.ndarray] = {}
-    if smooth:
-        from facelab.merge.smooth import smooth_landmarks
-
-        smoothed = smooth_landmarks(face_refs(frames, by_frame), smooth, fps)
-    jobs: dict[str, list[FaceJob]] = {}
-    for name, metas in by_frame.items():
-        if name not in index:
-            continue
-        jobs[name] = [
-            FaceJob(smoothed.get((index[name], m.face_index),
-                                 np.asarray(m.source_landmarks, np.float64)), float(m.yaw))
-            for m in metas
-        ]
-    return jobs
 
 
 # ── the worker side ─────────────────────────────────────────────────────────────────────
@@ -335,18 +265,18 @@ def merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter
     opts.validate()
     ws.require()
     info = model_info(ws.model_dir, model_name)
-    frames = _dst_frames(ws)
+    frames = dst_frames(ws)
     if not frames:
         raise FacelabError(f"{ws.frames_dir('dst')} holds no frames: run "
                            "`facelab video extract dst` first.")
-    by_frame = _dst_faces(ws)
+    by_frame = dst_faces(ws)
     _check_face_type(ws, info, by_frame)
     wanted = parse_frames(frames_spec, len(frames))
     if wanted is not None:
         frames = [p for p in frames if _frame_number(p) in wanted]
         if not frames:
             raise FacelabError(f"No dst frame is numbered within --frames {frames_spec}.")
-    jobs = _jobs(frames, by_frame, opts.smooth, _fps(ws))
+    jobs = face_jobs(frames, by_frame, opts.smooth, dst_fps(ws))
 
     out_dir = ws.merged_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -392,16 +322,6 @@ def _read_state(path: Path) -> Any:
         return None
 
 
-def _fps(ws: Workspace) -> float:
-    """dst's frame rate from video.json (the smoother's time base); 25 if unknown."""
-    try:
-        doc = read_json(ws.video_json)
-        num, _, den = str(doc["fps"]).partition("/")
-        return float(num) / float(den or 1)
-    except (OSError, TypeError, KeyError, ValueError, ZeroDivisionError):
-        return 25.0
-
-
 def _done(frame: Path, out_dir: Path, mask_dir: Path | None, debug_dir: Path | None) -> bool:
     stem = frame.stem
     return (_complete_png(out_dir / f"{stem}.png")
@@ -427,7 +347,7 @@ def _default_workers(items: int, device: str) -> int:
 
 def _check_face_type(ws: Workspace, info: ModelInfo, by_frame: dict[str, list[FaceMeta]]) -> None:
     """A model trained on a wider face type than dst's faces were extracted with would
-    paste pixels the aligned faces never covered; the seed refuses it too."""
+    paste pixels the aligned faces never covered; DeepFaceLab refuses it too."""
     order = [t.value for t in FaceType]  # narrowest to widest
     model_type = info.face_type.value
     first = next(iter(by_frame.values()))[0]

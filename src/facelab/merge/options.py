@@ -1,6 +1,6 @@
 """Merge options: DeepFaceLab's merger settings as one plain dataclass, validated.
 
-Defaults follow the seed (seamless blending, learned mask, masked histogram matching)
+Defaults follow DeepFaceLab's (seamless blending, learned mask, masked histogram matching)
 plus what the anchors lack: temporal smoothing on by default. Each option is declared once
 (`facelab.options.option`): the `merge` and `swap` flags are generated from these fields.
 """

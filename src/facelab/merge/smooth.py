@@ -81,7 +81,7 @@ _MEAN_REF = _MEAN[FIT_POINTS].mean()
 class FaceRef:
     """One dst face: where it is (the frame's position in the clip, the face's index as in
     `<frame>_<face>.jpg`), its 68 landmarks (frame pixels) and its detection box (x0, y0,
-    x1, y1). The merger makes them (`merger.face_refs`)."""
+    x1, y1). The merge's job list makes them (`jobs.face_refs`)."""
 
     frame: int
     face: int

@@ -1,7 +1,7 @@
 """Training losses of DeepFaceLab's SAEHD, as plain functions on NCHW tensors.
 
-Every loss returns one value per sample (shape N), as the seed does; take `.mean()` (or the
-sum, like the seed's gradients) to train. Inputs are cast to float32 and autocast is turned
+Every loss returns one value per sample (shape N), as DeepFaceLab does; take `.mean()` (or the
+sum, like DeepFaceLab's gradients) to train. Inputs are cast to float32 and autocast is turned
 off inside the structural terms, because SSIM's differences of squared means lose almost all
 precision in bf16. Masks are N×1×H×W in [0, 1] and broadcast over the channels.
 """
@@ -25,7 +25,7 @@ def _no_autocast(x: torch.Tensor) -> torch.autocast:
 
 
 def _gaussian_kernel(size: int, sigma: float, channels: int, like: torch.Tensor) -> torch.Tensor:
-    """The seed's window: a softmax of -r²/2σ², i.e. a normalised 2-D Gaussian."""
+    """DeepFaceLab's window: a softmax of -r²/2σ², i.e. a normalised 2-D Gaussian."""
     coords = torch.arange(size, dtype=torch.float32, device=like.device) - (size - 1) / 2.0
     g = coords**2 * (-0.5 / sigma**2)
     g = (g[None, :] + g[:, None]).reshape(-1).softmax(0).reshape(1, 1, size, size)
@@ -33,7 +33,7 @@ def _gaussian_kernel(size: int, sigma: float, channels: int, like: torch.Tensor)
 
 
 def dssim_filter_size(resolution: int, divisor: float = 11.6) -> int:
-    """The seed's window size, int(res/11.6), kept at least 1 so tiny images still work."""
+    """DeepFaceLab's window size, int(res/11.6), kept at least 1 so tiny images still work."""
     return max(1, int(resolution / divisor))
 
 
@@ -77,7 +77,7 @@ def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_blur(x: torch.Tensor, radius: float) -> torch.Tensor:
-    """The seed's blur: odd kernel of max(3, int(4·radius)) taps, zero padding."""
+    """DeepFaceLab's blur: odd kernel of max(3, int(4·radius)) taps, zero padding."""
     size = max(3, int(4 * radius))
     size += 1 - size % 2
     taps = torch.arange(size, dtype=torch.float32, device=x.device) - size // 2
@@ -103,7 +103,7 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
 def image_loss(
     pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, pixel: Pixel | None = None
 ) -> torch.Tensor:
-    """The seed's reconstruction loss on masked images, picked by resolution.
+    """DeepFaceLab's reconstruction loss on masked images, picked by resolution.
 
     res < 256: 10·DSSIM(res/11.6) + 10·MSE; res ≥ 256: 5·DSSIM(res/11.6) + 5·DSSIM(res/23.2)
     + 10·MSE (two scales, since one small window misses coarse structure at high res).
@@ -131,7 +131,7 @@ def mask_loss(pred_mask: torch.Tensor, target_mask: torch.Tensor) -> torch.Tenso
 def priority_loss(
     pred: torch.Tensor, target: torch.Tensor, weight_map: torch.Tensor, weight: float = 300.0
 ) -> torch.Tensor:
-    """300·L1 inside the eyes-and-mouth weight map, where the seed wants extra detail."""
+    """300·L1 inside the eyes-and-mouth weight map, where DeepFaceLab wants extra detail."""
     w = _f32(weight_map)
     return weight * l1(_f32(pred) * w, _f32(target) * w)
 

@@ -62,7 +62,7 @@ class TrainOptions:
         "(default: picked evenly).")
     workers: int = option(2, range=(0, None), cli=False,
                           help="Processes preparing samples (0: in the training process).")
-    lr: float = option(5e-5, above=0, cli=False,  # the seed's Adam rate, train.step.LR
+    lr: float = option(5e-5, above=0, cli=False,  # DeepFaceLab's Adam rate, train.step.LR
                        help="Adam's learning rate.")
 
     def __post_init__(self) -> None:

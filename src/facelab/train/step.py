@@ -1,8 +1,8 @@
-"""One training step: the seed's losses, mixed precision and the three optimizer modes.
+"""One training step: DeepFaceLab's losses, mixed precision and the three optimizer modes.
 
 Kept apart from the loop (trainer.py) so that the bench times exactly what training runs.
 The optimizer is Adam with lr 5e-5 and betas (0.5, 0.999), the settings of DeepFaceLab's
-Keras-era models. Optimizer modes trade speed for accelerator memory as the seed's do:
+Keras-era models. Optimizer modes trade speed for accelerator memory as DeepFaceLab's do:
 1 keeps everything on the device; 2 keeps Adam's moments and a master copy of the weights in
 host memory (on a CPU that is where they already are, so 2 is 1); 3 adds activation
 recomputation in the encoder and decoders.

@@ -6,9 +6,9 @@ SIGTERM and the loop saves and returns at the end of the current iteration. One 
 facelab/device.py. `_setup` builds or resumes the model, `_Loop` steps it and saves.
 
 Pretraining (`pretrain_faces`) trains both sides on one folder of many people's faces, with
-the seed's forced settings (no warp, flips, no style, uniform yaw). The first run without it
+DeepFaceLab's forced settings (no warp, flips, no style, uniform yaw). The first run without it
 starts the pair from iteration 0 with fresh inter layers and optimizer, keeping the encoder
-and decoders, as the seed does; the pretrained save is kept as a backup.
+and decoders, as DeepFaceLab does; the pretrained save is kept as a backup.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def _setup(ws: Workspace, opts: TrainOptions, reporter: Reporter) -> _Setup:
         raise FacelabError("log, preview and backup intervals must not be negative.")
     mo, saved = _model_options(folder, opts)
     pretrain = opts.pretrain_faces is not None
-    if pretrain:  # the seed's forced settings while pretraining
+    if pretrain:  # DeepFaceLab's forced settings while pretraining
         mo = mo.override(face_style_power=0.0, bg_style_power=0.0, sort_by_yaw=False,
                          random_flip=True)
     device = resolve_device(opts.device)

@@ -80,7 +80,7 @@ EYES_MOUTH = ((36, 42), (42, 48), (48, 60))  # 68-point ranges: each eye, the ou
 
 def eyes_mouth_mask(points: np.ndarray, res: int) -> np.ndarray:
     """The eyes and mouth as a soft uint8 res×res mask: each part's hull grown by res/32 and
-    blurred, the region the seed's eyes-and-mouth priority weights."""
+    blurred, the region DeepFaceLab's eyes-and-mouth priority weights."""
     mask = np.zeros((res, res), np.uint8)
     for a, b in EYES_MOUTH:
         hull = cv2.convexHull(np.round(points[a:b] * 16).astype(np.int32))

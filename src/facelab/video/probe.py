@@ -34,7 +34,7 @@ def exact_rate(rate: Fraction | None) -> Fraction:
 
 @dataclass
 class AudioInfo:
-    """One audio stream; `track` counts audio streams only (the seed's 'audio track id')."""
+    """One audio stream; `track` counts audio streams only (DeepFaceLab's 'audio track id')."""
 
     track: int
     stream_index: int

@@ -1,4 +1,4 @@
-"""Time strings of the seed's cut dialog: `HH:MM:SS.mmm` (shorter forms accepted)."""
+"""Time strings of DeepFaceLab's cut dialog: `HH:MM:SS.mmm` (shorter forms accepted)."""
 
 from __future__ import annotations
 

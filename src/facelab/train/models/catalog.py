@@ -1,8 +1,8 @@
 """Fixed model presets (H64, H128, DF, LIAEF128, Quick96) and the SAE default.
 
-The fixed models of the seed are not separate networks here: each is the SAE family with
+DeepFaceLab's fixed models are not separate networks here: each is the SAE family with
 its settings pinned (REFERENCE.md's 1.0 and Quick96 sizes), so one tested network serves
-them all. Where the seed gives no number (mask decoder width), we picked a small one.
+them all. Where DeepFaceLab gives no number (mask decoder width), we picked a small one.
 Plain data, no torch: the CLI reads it for its help without loading PyTorch.
 """
 

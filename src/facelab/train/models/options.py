@@ -16,10 +16,10 @@ FACE_TYPES = tuple(t.value for t in FaceType if t is not FaceType.HEAD)
 ARCH_BASES = ("df", "liae")
 ARCH_VARIANTS = "ud"  # u: pixel-norm code; d: double-resolution output
 
-# The SAE prompt ranges of the seed (section 5); `validate(seed_ranges=True)` applies them.
+# DeepFaceLab's SAE prompt ranges (section 5); `validate(dfl_ranges=True)` applies them.
 # The fixed 1.0 presets lie outside them (H64's encoder is 128 per channel), so the declared
 # ranges only hold what the network itself needs.
-SEED_RANGES: dict[str, tuple[int, int]] = {
+DFL_RANGES: dict[str, tuple[int, int]] = {
     "ae_dims": (128, 1024),
     "e_dims": (21, 85),
     "d_dims": (11, 85),
@@ -142,7 +142,7 @@ class ModelOptions:
         """The variant letters after the dash, e.g. `ud`."""
         return self.arch.split("-", 1)[1] if "-" in self.arch else ""
 
-    def validate(self, seed_ranges: bool = False) -> ModelOptions:
+    def validate(self, dfl_ranges: bool = False) -> ModelOptions:
         """Raise FacelabError naming the first bad option; return self.
 
         Every declared range and choice, then what ties options together."""
@@ -160,12 +160,12 @@ class ModelOptions:
         if "d" in variants and self.resolution % 32:
             raise FacelabError(f"The -d architecture needs a resolution that is a multiple of "
                                f"32, not {self.resolution}.")
-        if seed_ranges:
-            for name, (lo, hi) in SEED_RANGES.items():
+        if dfl_ranges:
+            for name, (lo, hi) in DFL_RANGES.items():
                 v = getattr(self, name)
                 if not lo <= v <= hi:
                     raise FacelabError(f"{spec(ModelOptions, name).flag} must be from {lo} to "
-                                       f"{hi} in the seed's SAE, not {v!r}.")
+                                       f"{hi} in DeepFaceLab's SAE, not {v!r}.")
         return self
 
     def override(self, **changes: Any) -> ModelOptions:

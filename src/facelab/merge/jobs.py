@@ -1,0 +1,96 @@
+"""The merge's job list: which face of which dst frame is merged, where, and in what order.
+
+The one place that turns data_dst's frames and aligned faces into per-frame `FaceJob`s:
+faces grouped by source frame in face-index order (a deleted face is simply absent),
+frames numbered by their position in the clip, landmarks smoothed over time. The merger,
+the smoother's tests and the benches all build their faces here, so they see the same
+faces in the same order.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facelab.errors import FacelabError
+from facelab.faces.faceimage import FaceMeta, read_meta
+from facelab.faceset.folder import list_faces
+from facelab.fsutil import read_json
+from facelab.merge.smooth import FaceRef, smooth_landmarks
+from facelab.workspace import Workspace, list_images
+
+
+@dataclass
+class FaceJob:
+    """One dst face of one frame, as the worker needs it (small to pickle)."""
+
+    landmarks: np.ndarray  # 68×2 frame px, smoothed
+    yaw: float
+
+
+def dst_frames(ws: Workspace) -> list[Path]:
+    """The dst frames in clip order."""
+    return [p for p in list_images(ws.frames_dir("dst")) if p.is_file()]
+
+
+def dst_faces(ws: Workspace) -> dict[str, list[FaceMeta]]:
+    """The dst faces' metadata by source frame name (deleted faces are simply absent)."""
+    folder = ws.aligned_dir("dst")
+    faces = list_faces(folder)
+    if not faces:
+        raise FacelabError(f"{folder} holds no faces: run `facelab extract dst` first.")
+    by_frame: dict[str, list[FaceMeta]] = defaultdict(list)
+    for p in faces:
+        meta = read_meta(p)
+        by_frame[meta.source_filename].append(meta)
+    for metas in by_frame.values():
+        metas.sort(key=lambda m: m.face_index)
+    return by_frame
+
+
+def dst_fps(ws: Workspace) -> float:
+    """dst's frame rate from video.json (the smoother's time base); 25 if unknown."""
+    try:
+        doc = read_json(ws.video_json)
+        num, _, den = str(doc["fps"]).partition("/")
+        return float(num) / float(den or 1)
+    except (OSError, TypeError, KeyError, ValueError, ZeroDivisionError):
+        return 25.0
+
+
+def face_refs(frames: list[Path], by_frame: dict[str, list[FaceMeta]]) -> list[FaceRef]:
+    """The faces of `frames` as the smoother sees them, in (frame, face) order; a frame is
+    numbered by its position in `frames`."""
+    index = {p.name: i for i, p in enumerate(frames)}
+    refs = [FaceRef(index[name], m.face_index, np.asarray(m.source_landmarks, np.float64),
+                    tuple(m.source_rect))
+            for name, metas in by_frame.items() if name in index for m in metas]
+    refs.sort(key=lambda r: (r.frame, r.face))
+    return refs
+
+
+def dst_face_refs(ws: Workspace) -> list[FaceRef]:
+    """Every dst frame's faces as a whole-clip merge smooths them (for tests and benches)."""
+    return face_refs(dst_frames(ws), dst_faces(ws))
+
+
+def face_jobs(frames: list[Path], by_frame: dict[str, list[FaceMeta]],
+              smooth: int, fps: float) -> dict[str, list[FaceJob]]:
+    """FaceJobs per frame name, landmarks smoothed over time when `smooth` > 0."""
+    index = {p.name: i for i, p in enumerate(frames)}
+    smoothed: dict[tuple[int, int], np.ndarray] = {}
+    if smooth:
+        smoothed = smooth_landmarks(face_refs(frames, by_frame), smooth, fps)
+    jobs: dict[str, list[FaceJob]] = {}
+    for name, metas in by_frame.items():
+        if name not in index:
+            continue
+        jobs[name] = [
+            FaceJob(smoothed.get((index[name], m.face_index),
+                                 np.asarray(m.source_landmarks, np.float64)), float(m.yaw))
+            for m in metas
+        ]
+    return jobs
