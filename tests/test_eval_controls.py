@@ -86,6 +86,26 @@ def test_dst_as_its_own_result_is_perfect_and_not_src(dst_itself: dict):
         assert s["identity_dist_dst"] < identity.THRESHOLD < s["identity_dist_src"]
 
 
+def test_dst_as_its_own_result_has_perfect_face_fidelity(dst_itself: dict):
+    """The ground-truth measure: the ideal result is dst itself."""
+    assert dst_itself["face_psnr_vs_dst_db"] == 100.0  # the cap: identical
+    assert dst_itself["face_ssim_vs_dst"] >= 0.999
+
+
+def test_face_fidelity_falls_with_a_blurred_face_not_a_blurred_background(ref, frames,
+                                                                          tmp_path: Path):
+    opts = run.EvalOptions(identity=False, max_frames=20)
+    face = score(tmp_path, "face", controls.blur_faces(frames[:20], ref.faces[:20], 8.0),
+                 ref, opts)
+    assert face["face_ssim_vs_dst"] < 0.95 and face["face_psnr_vs_dst_db"] < 40, face
+    assert face["background_psnr_db"] == 100.0
+    back = score(tmp_path, "back", controls.blur_background(frames[:20], ref.faces[:20], 8.0),
+                 ref, opts)
+    assert back["background_psnr_db"] < 40  # the control did blur the background ...
+    assert back["face_psnr_vs_dst_db"] == 100.0  # ... and the face measures did not see it
+    assert back["face_ssim_vs_dst"] >= 0.999
+
+
 @needs_dlib
 def test_real_src_faces_pasted_are_recognised_as_src(ref, frames, src_faces, tmp_path: Path):
     s = score(tmp_path, "pasted", controls.paste_faces(frames, ref.faces, src_faces), ref)

@@ -1,5 +1,6 @@
 """`facelab eval`: measured quality of a swap (identity, pose, expression, jitter,
-sharpness, untouched background), a short table, eval.json and an HTML report."""
+sharpness, untouched background, face PSNR/SSIM against dst), a short table, eval.json
+and an HTML report."""
 
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 
 None uses a model: dst's own frames; src's real faces pasted into dst's frames (identity
 must say src); a blurred average src face pasted into every frame (closer to src, yet blurry
-and frozen: the trap that identity alone falls into); dst with its face blurred; a mirror
-image (pose error); random per-frame shifts (jitter).
+and frozen: the trap that identity alone falls into); dst with its face blurred, or with
+only its background blurred (face fidelity must not move); a mirror image (pose error);
+random per-frame shifts (jitter).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facelab.eval import background
 from facelab.faces.facetype import FIT_POINTS, similarity_fit
 from facelab.faces.record import Landmarks
 from facelab.fsutil import atomic_path
@@ -77,6 +79,20 @@ def blur_faces(frames: list[np.ndarray], targets: list[Landmarks | None], sigma:
         alpha = _hull_mask(t.points68, f.shape, 0.1, 0.1, forehead=0.4)[..., None]
         b = cv2.GaussianBlur(f, (0, 0), sigma).astype(np.float32)
         out.append((f * (1 - alpha) + b * alpha).round().clip(0, 255).astype(np.uint8))
+    return out
+
+
+def blur_background(frames: list[np.ndarray], targets: list[Landmarks | None],
+                    sigma: float = 8.0) -> list[np.ndarray]:
+    """dst blurred outside the region a merge may touch (eval/background.py), the face
+    left as it was."""
+    out = []
+    for f, t in zip(frames, targets, strict=True):
+        keep = background.background_mask(t.points68 if t else None, f.shape,
+                                          t.yaw if t else 0.0)
+        g = f.copy()
+        g[keep] = cv2.GaussianBlur(f, (0, 0), sigma)[keep]
+        out.append(g)
     return out
 
 

@@ -47,6 +47,7 @@ class Measures:
     jitter: tuple[np.ndarray, np.ndarray]  # of the landmarks, frame to frame
     flicker: tuple[np.ndarray, np.ndarray]  # of the face's mean colour
     psnr: np.ndarray
+    fidelity: tuple[np.ndarray, np.ndarray]  # face PSNR (dB) and SSIM against dst
 
     @property
     def pose_err(self) -> np.ndarray:
@@ -76,6 +77,8 @@ def measure(sc: Scan, ref: Reference, every: int, reporter: Reporter = NULL) -> 
         (temporal.landmark_jitter(dst_faces), temporal.landmark_jitter(res_faces)),
         (temporal.flicker(color_d), temporal.flicker(color_r)),
         np.array([r.background_psnr for r in recs], np.float64),
+        (np.array([r.face_psnr for r in recs], np.float64),
+         np.array([r.face_ssim for r in recs], np.float64)),
     )
 
 
@@ -157,6 +160,8 @@ def summary(m: Measures, sc: Scan, ref: Reference) -> dict[str, Any]:
         "expression_corr": num(float(np.mean(counted)) if counted else None),
         "jitter_ratio": num(temporal.ratio(jit_r, jit_d)),
         "background_psnr_db": num(background.psnr(sc.background_sse, sc.background_count), 2),
+        "face_psnr_vs_dst_db": num(_mean(m.fidelity[0]), 2),
+        "face_ssim_vs_dst": num(_mean(m.fidelity[1])),
         "face_found_share": num(float((res_found & dst_found).sum() / dst_found.sum())
                                 if dst_found.any() else None),
         "frames": n,
@@ -204,5 +209,7 @@ def rows(m: Measures) -> list[dict[str, Any]]:
             "flicker_dst": num(fl_d[i], 3), "flicker_result": num(fl_r[i], 3),
             "sharpness_ratio": num(sharp[i]),
             "background_psnr_db": num(m.psnr[i], 2),
+            "face_psnr_vs_dst_db": num(m.fidelity[0][i], 2),
+            "face_ssim_vs_dst": num(m.fidelity[1][i]),
         })
     return out

@@ -29,6 +29,8 @@ ROWS: list[tuple[str, str, tuple[str, float] | None]] = [
     ("jitter_ratio", "landmark jitter ratio (1 = dst's own)", ("<=", 1.0)),
     ("flicker_ratio", "colour flicker ratio", None),
     ("background_psnr_db", "background PSNR (dB, 100 = identical)", None),
+    ("face_psnr_vs_dst_db", "face PSNR vs dst (dB; truth if same person)", None),
+    ("face_ssim_vs_dst", "face SSIM vs dst (truth if same person)", None),
     ("face_found_share", "face still found in result", None),
     ("frames", "frames", None),
     ("train_minutes", "training minutes", None),

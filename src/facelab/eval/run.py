@@ -37,7 +37,7 @@ SUMMARY_KEYS = (
     "identity_recognised_as_src", "identity_closer_to_src", "identity_top1",
     "identity_dist_src", "identity_dist_dst", "sharpness_ratio", "pose_error_deg",
     "expression_error", "expression_corr", "jitter_ratio", "background_psnr_db",
-    "face_found_share", "frames",
+    "face_psnr_vs_dst_db", "face_ssim_vs_dst", "face_found_share", "frames",
 )
 
 

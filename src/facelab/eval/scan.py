@@ -1,7 +1,8 @@
 """The frame scan of `facelab eval`: one pass over result and dst frames side by side.
 
 Everything that needs the pixels is taken here, frame by frame (faces, identity chips,
-sharpness and colour inside dst's face, the background error, the report's samples), so
+sharpness and colour inside dst's face, the face's PSNR and SSIM against dst, the
+background error, the report's samples), so
 no frame is kept: the measures over time (eval/measures.py) work on the records alone.
 """
 
@@ -16,7 +17,7 @@ import cv2
 import numpy as np
 
 from facelab.errors import FacelabError
-from facelab.eval import background, sharpness
+from facelab.eval import background, fidelity, sharpness
 from facelab.eval.sources import UnreadableInput, read_frames
 from facelab.faces.record import Landmarks
 from facelab.progress import NULL, Reporter
@@ -39,6 +40,8 @@ class FrameRecord:
     color_dst: np.ndarray | None = None  # mean BGR inside dst's face
     color_result: np.ndarray | None = None
     background_psnr: float = math.nan  # outside the region a merge may touch
+    face_psnr: float = math.nan  # inside dst's face hull, result against dst (fidelity.py)
+    face_ssim: float = math.nan
 
 
 @dataclass
@@ -109,6 +112,7 @@ def scan(result: Path, ref: Reference, opts: EvalOptions, reporter: Reporter = N
                 rec.detail_result = sharpness.detail(r, mask, eye)
                 rec.color_dst = sharpness.mean_color(d, mask)
                 rec.color_result = sharpness.mean_color(r, mask)
+                rec.face_psnr, rec.face_ssim = fidelity.face_fidelity(d, r, fd.points68)
             keep = background.background_mask(fd.points68 if fd else None, d.shape,
                                                fd.yaw if fd else 0.0)
             sse, cnt = background.squared_error(d, r, keep)
