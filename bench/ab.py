@@ -33,7 +33,9 @@ def parse(text: str) -> Rows:
     head, context, last = None, "", ""
     for line in text.splitlines():
         if " fps " in f" {line} " and "frames" in line:
-            head, context = line, last
+            # the line above names the table (merge's precision) unless it is a banner
+            head = line
+            context = "" if last.startswith(("CPU:", "setup:", "──")) else last
             continue
         if head is None or not line.strip():
             head = None if not line.strip() else head
@@ -92,7 +94,7 @@ def main() -> None:
     keys = [k for k in got["new"][0] if all(k in rows for s in got.values() for rows in s)]
     print(f"{a.script} {' '.join(a.args)}: base {a.base} vs working tree, median of "
           f"{a.rounds} round(s)")
-    print(f"{'row':60} {'base fps':>8} {'new fps':>8} {'ratio':>6} {'base CPU':>9} "
+    print(f"{'row':70} {'base fps':>8} {'new fps':>8} {'ratio':>6} {'base CPU':>9} "
           f"{'new CPU':>8} {'ratio':>6}")
     for k in keys:
         fb, fn = (statistics.median(rows[k][0] for rows in got[s]) for s in ("base", "new"))
@@ -100,7 +102,7 @@ def main() -> None:
                 for s in ("base", "new")]
         cb, cn = (statistics.median(c) if c else None for c in cpus)
         cpu = (f"{cb:9.1f} {cn:8.1f} {cn / cb:6.2f}" if cb and cn else "")
-        print(f"{k[:60]:60} {fb:8.1f} {fn:8.1f} {fn / fb:6.2f} {cpu}")
+        print(f"{k[-70:]:70} {fb:8.1f} {fn:8.1f} {fn / fb:6.2f} {cpu}")
 
 
 if __name__ == "__main__":
