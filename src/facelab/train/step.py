@@ -19,6 +19,7 @@ from torch import nn
 
 from facelab.device import autocast, needs_grad_scaler
 from facelab.errors import FacelabError
+from facelab.options import PRECISIONS
 from facelab.train.losses import (
     background_style_loss,
     face_style_loss,
@@ -30,7 +31,7 @@ from facelab.train.losses import (
 from facelab.train.models import ModelOptions, set_recompute
 
 LR, BETAS = 5e-5, (0.5, 0.999)
-PRECISIONS = ("fp32", "bf16", "fp16")
+RESOLVED = tuple(p for p in PRECISIONS if p != "auto")  # what `auto` resolves to
 GRAY_BORDER_WEIGHT = 2.0  # MSE over the whole crop, so the border learns dst's pixels
 
 
@@ -121,8 +122,8 @@ class TrainStep:
     def __init__(self, model: nn.Module, mo: ModelOptions, device: torch.device,
                  precision: str = "fp32", optimizer_mode: int | None = None,
                  lr: float = LR, forward: nn.Module | None = None) -> None:
-        if precision not in PRECISIONS:
-            raise FacelabError(f"Precision must be fp32, bf16 or fp16, not {precision!r}.")
+        if precision not in RESOLVED:
+            raise FacelabError(f"Precision must be {', '.join(RESOLVED)}, not {precision!r}.")
         mode = mo.optimizer_mode if optimizer_mode is None else optimizer_mode
         if mode >= 2 and precision == "fp16":
             raise FacelabError("Optimizer modes 2 and 3 work with --precision bf16 or fp32, "
