@@ -1,17 +1,22 @@
 """The quality benchmark (issue 6): the whole swap on fixed pairs with a fixed training
 budget, scored by `facelab eval`, each beside a control that uses no model at all.
 
-Pairs (src → dst) from ../shared/data: GRID A (both clips) → B, GRID C → D, GRID A → the
-Pexels clip. Per pair: `run_swap` with `--minutes` of training (default 30) in
-ROOT/<pair>/ (resumable: a rerun with a larger budget trains on), then eval of its
-result.mp4; and the control: a blurred average of src's faces pasted into every dst frame
-(eval/controls.py). Both are scored against the same reference (dst's video; src's identity
-from its video's frames). Goals: every measure better than the control; ≥ 90 % recognised
-as src, sharpness ≥ 0.8, expression correlation ≥ 0.8, pose error ≤ 2°, jitter ≤ 1.0.
+Pairs (src → dst) from ../shared/data: GRID A (both clips) → B, GRID C → D, GRID A → the Pexels
+clip, and the ground-truth pair grid_a_gt: GRID A clip 1 → A clip 2 (the same person, so the
+ideal result is dst itself: face PSNR/SSIM against dst are the measure there). Per pair:
+`run_swap` with `--minutes` of training (default 30) in ROOT/<pair>/ (resumable: a rerun with a
+larger budget trains on), then eval of its result.mp4; and the control: a blurred average of
+src's faces pasted into every dst frame (eval/controls.py). Both are scored against the same
+reference (dst's video; src's identity from its video's frames). Goals: every measure better
+than the control; ≥ 90 % recognised as src, sharpness ≥ 0.8, expression correlation ≥ 0.8, pose
+error ≤ 2°, jitter ≤ 1.0.
 
-Usage: .venv/bin/python bench/quality.py [--minutes 30] [--pairs grid_a_b,grid_c_d,pexels]
+Usage: .venv/bin/python bench/quality.py [--minutes 30] [--pairs grid_a_b,grid_c_d,pexels,grid_a_gt]
            [--root /tmp/facelab_quality] [--controls-only] [--identity-every 2]
-           [--config demo|quick96] [--set OPTION=VALUE ...]
+           [--config demo|quick96|meshswap|warp] [--set OPTION=VALUE ...]
+
+--config meshswap is the meshswap family (retrieval, warp, refiner); warp is the same with
+refiner=false (the warp-only control: src's faces moved onto the target mesh, no network).
 """
 
 from __future__ import annotations
@@ -34,12 +39,15 @@ PAIRS = {
     "grid_c_d": ((GRID / "speaker_c.mpg",), GRID / "speaker_d.mpg"),
     "pexels": ((GRID / "speaker_a_1.mpg", GRID / "speaker_a_2.mpg"),
                DATA / "pexels" / "woman_pose_variety.mp4"),
+    "grid_a_gt": ((GRID / "speaker_a_1.mpg",), GRID / "speaker_a_2.mpg"),
 }
+CONFIGS = ("demo", "quick96", "meshswap", "warp")
 COLS = [("identity_closer_to_src", "closer"), ("identity_top1", "top1"),
         ("identity_recognised_as_src", "recog"), ("sharpness_ratio", "sharp"),
         ("pose_error_deg", "pose°"), ("expression_error", "expr"),
         ("expression_corr", "corr"), ("jitter_ratio", "jitter"),
-        ("background_psnr_db", "bg dB")]
+        ("background_psnr_db", "bg dB"), ("face_psnr_vs_dst_db", "face dB"),
+        ("face_ssim_vs_dst", "ssim")]
 
 
 def control_frames(ref: run.Reference, src: Path) -> list[np.ndarray]:
@@ -54,16 +62,19 @@ def control_frames(ref: run.Reference, src: Path) -> list[np.ndarray]:
 
 def swap(ws: Path, srcs: tuple[Path, ...], dst: Path, minutes: float,
          config: str, sets: dict[str, Any]) -> tuple[Path, float, int]:
-    """The whole swap; `config` "demo" = the demo's 64-px SAE at lr 2e-4 (the fastest
-    learner per CPU-minute measured so far), "quick96" = `facelab swap`'s default model."""
+    """The whole swap; `config` "demo" = the demo's 64-px SAE at lr 2e-4, "quick96" = DFL's
+    Quick96, "meshswap" = the meshswap family, "warp" = meshswap without its refiner."""
     from facelab import demo
     from facelab.swap import SwapOptions, run_swap
     from facelab.workspace import Workspace
 
     out = ws / "result.mp4"
-    extra: dict[str, Any] = ({"preset": demo.PRESET, "overrides": dict(demo.OVERRIDES),
-                              "batch_size": demo.BATCH, "lr": demo.LR}
-                             if config == "demo" else {"overrides": {}})
+    extra: dict[str, Any] = {"preset": "quick96", "overrides": {}}
+    if config == "demo":
+        extra = {"preset": demo.PRESET, "overrides": dict(demo.OVERRIDES),
+                 "batch_size": demo.BATCH, "lr": demo.LR}
+    elif config in ("meshswap", "warp"):
+        extra = {"preset": "meshswap", "overrides": {"refiner": config == "meshswap"}}
     extra["overrides"].update(sets)
     rep = run_swap(Workspace(ws), SwapOptions(src=srcs[0], more_src=srcs[1:], dst=dst,
                                               output=out, minutes=minutes, **extra))
@@ -105,7 +116,7 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=Path("/tmp/facelab_quality"))
     ap.add_argument("--controls-only", action="store_true")
     ap.add_argument("--identity-every", type=int, default=2)
-    ap.add_argument("--config", choices=("demo", "quick96"), default="demo")
+    ap.add_argument("--config", choices=CONFIGS, default="demo")
     ap.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                     help="a model option of the new model, e.g. eyes_mouth_priority=true "
                     "(its own workspace)")

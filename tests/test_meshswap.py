@@ -37,6 +37,7 @@ class Person:
 
     images: list[np.ndarray]
     metas: list[FaceMeta]
+    folder: Path  # the face JPGs
 
     @property
     def meshes(self) -> np.ndarray:
@@ -69,7 +70,7 @@ def _extract(clip: Path, folder: Path) -> Person:
             image, meta = read_face(path)  # through the file, as a faceset is read
             images.append(image)
             metas.append(meta)
-    return Person(images, metas)
+    return Person(images, metas, folder)
 
 
 @pytest.fixture(scope="module")

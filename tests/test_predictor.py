@@ -30,6 +30,23 @@ def test_a_save_without_a_family_is_sae(tmp_path: Path) -> None:
     info = model_info(tmp_path, "old")
     assert (info.family, info.iteration, info.model_id) == ("sae", 7, "old@7:" + "ab" * 6)
     assert (info.resolution, info.face_type) == (96, FaceType.FULL)
+    assert not info.needs_mesh  # SAE's merge builds no meshes
+
+
+def test_a_meshswap_save_asks_for_the_dst_meshes(tmp_path: Path) -> None:
+    from facelab.meshswap.options import MeshSwapOptions
+
+    opts = asdict(MeshSwapOptions(resolution=96, face_type="whole-face"))
+    _fake_save(tmp_path, "ms", family="meshswap", options=opts)
+    info = model_info(tmp_path, "ms")
+    assert (info.family, info.iteration, info.needs_mesh) == ("meshswap", 7, True)
+    assert (info.resolution, info.face_type) == (96, FaceType.WHOLE_FACE)
+    _fake_save(tmp_path, "bad", family="meshswap", options={**opts, "resolution": 100})
+    with pytest.raises(FacelabError, match="resolution"):
+        model_info(tmp_path, "bad")
+    _fake_save(tmp_path, "odd", family="meshswap", options={**opts, "colour": 1})
+    with pytest.raises(FacelabError, match=r"'odd'.*unreadable options"):
+        model_info(tmp_path, "odd")
 
 
 def test_an_unknown_family_is_one_clear_error(tmp_path: Path) -> None:

@@ -5,6 +5,10 @@ faces grouped by source frame in face-index order (a deleted face is simply abse
 frames numbered by their position in the clip, landmarks smoothed over time. The merger,
 the smoother's tests and the benches all build their faces here, so they see the same
 faces in the same order.
+
+A family that works from the dst face's FaceMesh mesh (meshswap) asks for it: the mesh is
+carried in frame pixels and moved with the smoothed landmarks (see `_frame_mesh`). Other
+families do not ask, so their jobs stay two small arrays to pickle to the workers.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import numpy as np
 
 from facelab.errors import FacelabError
 from facelab.faces.faceimage import FaceMeta, read_meta
+from facelab.faces.facetype import FIT_POINTS, similarity_fit, transform_points
 from facelab.faceset.folder import list_faces
 from facelab.fsutil import read_json
 from facelab.merge.smooth import FaceRef, smooth_landmarks
+from facelab.meshswap.descriptors import MIN_MESH_POINTS
 from facelab.workspace import Workspace, list_images
 
 
@@ -29,6 +35,8 @@ class FaceJob:
 
     landmarks: np.ndarray  # 68×2 frame px, smoothed
     yaw: float
+    pitch: float
+    mesh: np.ndarray | None = None  # N×3 frame px (depth in frame px), when asked for
 
 
 def dst_frames(ws: Workspace) -> list[Path]:
@@ -77,9 +85,42 @@ def dst_face_refs(ws: Workspace) -> list[FaceRef]:
     return face_refs(dst_frames(ws), dst_faces(ws))
 
 
+def without_mesh(by_frame: dict[str, list[FaceMeta]], frames: list[Path]) -> list[FaceMeta]:
+    """`frames`' dst faces that carry no FaceMesh mesh (extracted with the dlib landmarker
+    or imported from DeepFaceLab), in frame order."""
+    names = {p.name for p in frames}
+    return [m for name, metas in sorted(by_frame.items()) if name in names for m in metas
+            if m.mesh is None or len(m.mesh) < MIN_MESH_POINTS]
+
+
+def frame_mesh(meta: FaceMeta) -> np.ndarray:
+    """The face's mesh (stored in aligned-face pixels) in frame pixels: x, y through the
+    inverse of `frame_to_face`, depth times frame pixels per face pixel."""
+    assert meta.mesh is not None
+    mesh = np.asarray(meta.mesh, np.float64)
+    to_frame = meta.face_to_frame()
+    scale = float(np.sqrt(abs(np.linalg.det(to_frame[:, :2]))))
+    return np.c_[transform_points(mesh[:, :2], to_frame), mesh[:, 2] * scale]
+
+
+def _frame_mesh(meta: FaceMeta, raw: np.ndarray, smoothed: np.ndarray | None) -> np.ndarray:
+    """The frame mesh moved by the similarity that takes the raw landmarks to the smoothed
+    ones, fitted on the points the crop is placed by (`FIT_POINTS`): the mesh keeps its
+    place in the smoothed crop, its pose jitter is smoothed with the crop's, and its
+    expression (the mesh's own shape) is untouched."""
+    mesh = frame_mesh(meta)
+    if smoothed is None:
+        return mesh
+    s = similarity_fit(raw[FIT_POINTS], smoothed[FIT_POINTS])
+    scale = float(np.sqrt(abs(np.linalg.det(s[:, :2]))))
+    return np.c_[transform_points(mesh[:, :2], s), mesh[:, 2] * scale]
+
+
 def face_jobs(frames: list[Path], by_frame: dict[str, list[FaceMeta]],
-              smooth: int, fps: float) -> dict[str, list[FaceJob]]:
-    """FaceJobs per frame name, landmarks smoothed over time when `smooth` > 0."""
+              smooth: int, fps: float, meshes: bool = False) -> dict[str, list[FaceJob]]:
+    """FaceJobs per frame name, landmarks smoothed over time when `smooth` > 0; with
+    `meshes`, each job carries its face's mesh in frame pixels (every face must have one:
+    check with `without_mesh` first)."""
     index = {p.name: i for i, p in enumerate(frames)}
     smoothed: dict[tuple[int, int], np.ndarray] = {}
     if smooth:
@@ -88,9 +129,10 @@ def face_jobs(frames: list[Path], by_frame: dict[str, list[FaceMeta]],
     for name, metas in by_frame.items():
         if name not in index:
             continue
-        jobs[name] = [
-            FaceJob(smoothed.get((index[name], m.face_index),
-                                 np.asarray(m.source_landmarks, np.float64)), float(m.yaw))
-            for m in metas
-        ]
+        jobs[name] = out = []
+        for m in metas:
+            raw = np.asarray(m.source_landmarks, np.float64)
+            lm = smoothed.get((index[name], m.face_index))
+            mesh = _frame_mesh(m, raw, lm) if meshes else None
+            out.append(FaceJob(raw if lm is None else lm, float(m.yaw), float(m.pitch), mesh))
     return jobs

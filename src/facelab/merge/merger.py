@@ -5,7 +5,9 @@ source. Every PNG written carries the provenance mark (no option omits it). Work
 over a process pool (each worker loads the model once, one thread each); frames are
 streamed in chunks of a few whose faces are predicted as one batch, a few chunks in flight
 per worker. A rerun with the same options and model skips the
-frames already written; different options or a newer save redo them all.
+frames already written; different options or a newer save redo them all. A family whose
+`ModelInfo.needs_mesh` (meshswap) also gets each dst face's FaceMesh mesh, in its crop's
+pixels, and pose; for the others no per-face work is added.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from facelab.device import choose_precision, resolve_device
 from facelab.errors import FacelabError
 from facelab.executor import create_executor, default_workers
 from facelab.faces.faceimage import FaceMeta
-from facelab.faces.facetype import FaceType, face_transform
+from facelab.faces.facetype import FaceType, face_transform, transform_points
 from facelab.fsutil import read_json, temp_sibling, write_json
 from facelab.merge.compose import Placed, merge_face
-from facelab.merge.jobs import FaceJob, dst_faces, dst_fps, dst_frames, face_jobs
+from facelab.merge.jobs import FaceJob, dst_faces, dst_fps, dst_frames, face_jobs, without_mesh
 from facelab.merge.options import MergeOptions
 from facelab.merge.predictor import ModelInfo, Predictor, load_predictor, model_info
 from facelab.progress import Reporter
@@ -145,7 +147,11 @@ def _work(chunk: list[tuple[Path, list[FaceJob]]]) -> list[tuple[int, list[Path]
     batch = np.empty((0, res, res, 3), np.float32)
     if crops:
         batch = np.stack(crops).astype(np.float32) / 255
-        predicted, learned = predictor.predict(batch)
+        if predictor.info.needs_mesh:
+            meshes, poses = _crop_meshes(chunk, mats)
+            predicted, learned = predictor.predict(batch, meshes, poses)
+        else:
+            predicted, learned = predictor.predict(batch)
     results, k = [], 0
     for (frame_path, faces), frame, frame_mats in zip(chunk, frames, mats, strict=True):
         placed = []
@@ -156,6 +162,21 @@ def _work(chunk: list[tuple[Path, list[FaceJob]]]) -> list[tuple[int, list[Path]
             k += 1
         results.append(_merge_frame(frame_path.stem, frame, placed, setup))
     return results
+
+
+def _crop_meshes(chunk: list[tuple[Path, list[FaceJob]]],
+                 mats: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The chunk's dst meshes in their crops' pixels (x, y through the crop transform,
+    depth scaled alike) and their poses (yaw, pitch), in batch order."""
+    meshes, poses = [], []
+    for (_, faces), frame_mats in zip(chunk, mats, strict=True):
+        for f, m in zip(faces, frame_mats, strict=True):
+            assert f.mesh is not None  # the driver asked face_jobs for meshes
+            scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+            meshes.append(np.c_[transform_points(f.mesh[:, :2], m), f.mesh[:, 2] * scale])
+            poses.append((f.yaw, f.pitch))
+    n = min(len(m) for m in meshes)  # FaceMesh without irises has 468 points, not 478
+    return np.stack([m[:n] for m in meshes]).astype(np.float32), np.asarray(poses, np.float32)
 
 
 def _merge_frame(stem: str, frame: np.ndarray, placed: list[Placed],
@@ -276,7 +297,9 @@ def merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter
         frames = [p for p in frames if _frame_number(p) in wanted]
         if not frames:
             raise FacelabError(f"No dst frame is numbered within --frames {frames_spec}.")
-    jobs = face_jobs(frames, by_frame, opts.smooth, dst_fps(ws))
+    if info.needs_mesh:
+        _check_meshes(ws, info, by_frame, frames)
+    jobs = face_jobs(frames, by_frame, opts.smooth, dst_fps(ws), meshes=info.needs_mesh)
 
     out_dir = ws.merged_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -356,3 +379,16 @@ def _check_face_type(ws: Workspace, info: ModelInfo, by_frame: dict[str, list[Fa
             f"Model {info.name!r} is a {model_type} face model but the dst faces in "
             f"{ws.aligned_dir('dst')} are {first.face_type}: extract dst again with "
             f"--face-type {model_type} or use a model of that face type.")
+
+
+def _check_meshes(ws: Workspace, info: ModelInfo, by_frame: dict[str, list[FaceMeta]],
+                  frames: list[Path]) -> None:
+    """A family that works from dst's meshes cannot merge a face without one."""
+    bare = without_mesh(by_frame, frames)
+    if bare:
+        more = f" (and {len(bare) - 1} other faces)" if len(bare) > 1 else ""
+        raise FacelabError(
+            f"dst face {bare[0].face_index} of frame {bare[0].source_filename}{more} in "
+            f"{ws.aligned_dir('dst')} has no FaceMesh mesh, which model {info.name!r} "
+            f"({info.family}) works from: extract dst again with the mesh landmarker (the "
+            "default of `facelab extract dst`).")

@@ -28,6 +28,7 @@ Warn = Callable[[str], None]  # told when a damaged save falls back to its backu
 #: `load(saved, device, precision, warn) -> Predictor`.
 FAMILIES: dict[str, str] = {
     "sae": "facelab.merge.sae_predictor",
+    "meshswap": "facelab.merge.meshswap_predictor",
 }
 
 
@@ -41,6 +42,9 @@ class ModelInfo:
     model_id: str  # written into every merged frame's provenance mark
     resolution: int  # of the square crops `predict` takes and returns
     face_type: FaceType  # how the crops are cut from the frame
+    #: `predict` needs each dst face's FaceMesh mesh and pose (the merger then builds them;
+    #: for a family without it, no per-face work is added)
+    needs_mesh: bool = False
 
 
 class Predictor(Protocol):
@@ -53,9 +57,14 @@ class Predictor(Protocol):
     @property
     def resolution(self) -> int: ...
 
-    def predict(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def predict(self, faces: np.ndarray, meshes: np.ndarray | None = None,
+                poses: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """N×R×R×3 float32 BGR [0, 1] aligned dst crops → (N×R×R×3 swapped faces, N×R×R
-        masks in [0, 1], or None when the model has no mask of its own)."""
+        masks in [0, 1], or None when the model has no mask of its own).
+
+        `meshes` (N×P×3: each dst face's FaceMesh mesh in its crop's pixels, depth scaled
+        like x and y) and `poses` (N×2: yaw, pitch in degrees) are given when
+        `info.needs_mesh`; other families ignore them."""
         ...
 
 

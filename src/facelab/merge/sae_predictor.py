@@ -48,9 +48,11 @@ class SAEPredictor:
         return self.info.resolution
 
     @torch.no_grad()
-    def predict(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def predict(self, faces: np.ndarray, meshes: np.ndarray | None = None,
+                poses: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """N×R×R×3 float32 BGR [0, 1] dst crops → (N×R×R×3 swapped faces, N×R×R learned
-        masks or None when the model learns no mask)."""
+        masks or None when the model learns no mask). An autoencoder sees only pixels:
+        `meshes` and `poses` are ignored."""
         x = torch.from_numpy(np.ascontiguousarray(faces.transpose(0, 3, 1, 2))).float()
         with autocast(self.device, self.precision):
             image, mask = self.model.swap(x.to(self.device))  # type: ignore[operator]
