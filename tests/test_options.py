@@ -144,10 +144,14 @@ def test_fixed_options_come_from_the_declarations() -> None:
     assert spec(ModelOptions, "preset").allowed() == tuple(PRESETS)
 
 
-def test_train_lr_default_is_the_steps() -> None:
+def test_train_lr_default_is_the_familys() -> None:
+    """None: each family's own rate (SAE: train.step.LR, DeepFaceLab's; meshswap: its
+    refiner's), as the trainers apply it."""
+    from facelab.meshswap.train import LR as REFINER_LR
     from facelab.train.step import LR
 
-    assert TrainOptions(model_name="m").lr == LR
+    assert TrainOptions(model_name="m").lr is None
+    assert LR == 5e-5 and REFINER_LR != LR
 
 
 # --- the checks the CLI alone made, now the library's ----------------------------------------

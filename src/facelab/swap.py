@@ -34,9 +34,10 @@ DEFAULT_MINUTES = 30.0
 
 
 def _presets() -> tuple[str, ...]:
+    from facelab.meshswap.options import FAMILY as MESHSWAP
     from facelab.train.models import PRESETS
 
-    return tuple(PRESETS)
+    return (*PRESETS, MESHSWAP)
 
 
 @dataclass
@@ -49,7 +50,9 @@ class SwapOptions:
                           "keeps dst's frame rate and audio.")
     more_src: tuple[Path, ...] = ()  # more videos of the src person (data_src_2.*, …)
     model_name: str = "swap"
-    preset: str = option("quick96", choices=_presets, help="The model (see `train --help`).")
+    preset: str = option("quick96", choices=_presets,
+                         help="The model (see `train --help`); meshswap is the family that "
+                         "shows src's own faces, warped and refined.")
     overrides: dict[str, Any] = field(default_factory=dict)  # model options of a new model
     batch_size: int | None = option(None, range=(1, None),
                                     help="Faces per side per iteration (default: the model's).")

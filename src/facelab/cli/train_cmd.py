@@ -10,10 +10,12 @@ import typer
 
 from facelab.cli import train_prompts as prompts
 from facelab.cli.common import command, group, state, stop_on_signals
-from facelab.cli.options import build, flags, pick, with_flags
+from facelab.cli.options import build, cli_specs, flags, pick, with_flags
 from facelab.cli.ui import out
 from facelab.errors import FacelabError
 from facelab.lazy import lazy_module
+from facelab.meshswap.options import FAMILY as MESHSWAP
+from facelab.meshswap.options import MeshSwapOptions
 from facelab.train.models import DEFAULT_PRESET, ModelOptions
 from facelab.train.run_options import TrainOptions
 
@@ -31,8 +33,15 @@ def register(app: typer.Typer) -> None:
     app.add_typer(model_group, name="model")
 
 
-@with_flags(flags(TrainOptions), flags(ModelOptions, unset=True))
+# meshswap's own flags; the options both families have (--resolution, ...) come from SAE's
+_MESHSWAP_ONLY = flags(MeshSwapOptions, unset=True,
+                       exclude=tuple(s.name for s in cli_specs(ModelOptions)))
+
+
+@with_flags(flags(TrainOptions), flags(ModelOptions, unset=True, exclude=("preset",)),
+            _MESHSWAP_ONLY)
 def train_cmd(
+    preset: str | None = typer.Option(None, "--preset", help=prompts.PRESET_HELP),
     interactive: bool = typer.Option(False, "--interactive", help="Ask each option with its "
                                      "default (? for help), as DeepFaceLab does; an existing "
                                      "model waits 2 s for Enter to change its options."),
@@ -42,8 +51,12 @@ def train_cmd(
     data_dst/aligned. Saves every few minutes, on reaching the target and on Ctrl-C; run it
     again with the same name to continue where it stopped. Creation options (resolution,
     face type, arch, dims, masks) are fixed once a model exists; the others may change on
-    any run."""
-    model = pick(ModelOptions, given)  # only the model options given: a resume keeps the rest
+    any run. `--preset meshswap` trains the other model family (src's own faces, retrieved,
+    warped and refined)."""
+    # only the model options given (either family's): a resume keeps the rest
+    model = {**pick(ModelOptions, given), **pick(MeshSwapOptions, given)}
+    if preset is not None:
+        model["preset"] = preset
     opts = _options(given, model)  # every flag checked before anything is asked
     st = state()
     st.ws.require()
@@ -55,7 +68,13 @@ def train_cmd(
     with stop_on_signals() as stop:
         rep = trainer.train(st.ws, opts, st.reporter, stop)
     last = rep.losses[-1] if rep.losses else None
-    loss = f", last loss src {last[0]:.4f} dst {last[1]:.4f}" if last else ""
+    meshswap = rep.family == MESHSWAP
+    loss = "" if last is None else (f", last refiner loss {last[0]:.4f}" if meshswap
+                                    else f", last loss src {last[0]:.4f} dst {last[1]:.4f}")
+    if meshswap and not rep.options.refiner:
+        out.print(f"Model {rep.model_name!r} (meshswap without a refiner) is built: its "
+                  f"index is the whole training; saved in {st.ws.model_dir}.")
+        return
     how = "stopped" if rep.stopped else "reached its target" if rep.iteration else "ran"
     out.print(f"Model {rep.model_name!r} {how} at iteration {rep.iteration} "
               f"({rep.iteration - rep.start_iteration} this run, {rep.ms_per_iter:.0f} ms/iter "
@@ -115,14 +134,23 @@ def info_cmd(name: str = typer.Argument(..., help="Model name.")) -> None:
     if doc is None:
         raise FacelabError(f"There is no model named {name!r} in {folder}.")
     st = doc["state"]
-    out.print(f"Model {name!r}: {doc.get('arch')} at iteration {st.get('iteration')}")
+    fixed_options = doc.get("fixed_options") or {}
+    meshswap = st.get("family") == MESHSWAP
+    family = " (meshswap family)" if meshswap else ""
+    out.print(f"Model {name!r}: {doc.get('arch')}{family} at iteration {st.get('iteration')}")
     for key, value in sorted(st.get("options", {}).items()):
-        fixed = " (fixed)" if key in (doc.get("fixed_options") or {}) else ""
+        fixed = " (fixed)" if key in fixed_options else ""
         out.print(f"  {key} = {value!r}{fixed}")
+    if meshswap:
+        out.print(f"Index: {fixed_options.get('faces', '?')} src faces, "
+                  f"{fixed_options.get('points', '?')} mesh points each")
     history = st.get("history") or []
     if history:
         it, s, d = history[-1]
-        out.print(f"Last losses (iteration {it}): src {s:.4f}, dst {d:.4f}")
+        losses = f"refiner {s:.4f}" if meshswap else f"src {s:.4f}, dst {d:.4f}"
+        out.print(f"Last losses (iteration {it}): {losses}")
+    elif meshswap and not st.get("options", {}).get("refiner", True):
+        out.print("No refiner: the index is the whole model (nothing to train).")
     found = backups.list_backups(folder, name)
     out.print(f"Backups: {len(found) or 'none'}" + (" (iteration, made)" if found else ""))
     for it, path in found:

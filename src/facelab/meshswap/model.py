@@ -38,6 +38,8 @@ SHADING_JITTER = 0.03
 #: Colour jitter of training candidates (per-channel gain ±): the refiner must take
 #: colour from the shading input, not trust the candidates'.
 COLOR_JITTER = 0.08
+#: Light of a whole training sample (per-channel gain ±, target and candidates alike).
+LIGHT_JITTER = 0.15
 
 
 @dataclass(frozen=True)
@@ -209,12 +211,21 @@ class MeshSwapModel(nn.Module):
         gains = rng.uniform(1 - COLOR_JITTER, 1 + COLOR_JITTER, (size, k, 3)).astype(np.float32)
         w = self.warped(meshes[idx], self.src_desc.cpu().numpy()[idx], k, near, gains)
         target = torch.from_numpy(crops[idx].transpose(0, 3, 1, 2).astype(np.float32) / 255)
+        warped = torch.from_numpy(w.faces.transpose(0, 3, 1, 2).copy())
+        masks = torch.from_numpy(w.masks[:, None])
+        # the same light on target and warp (the refiner must keep the scene's), and mirror
+        # images: a faceset of a few dozen faces is otherwise learnt by heart
+        light = torch.from_numpy(rng.uniform(1 - LIGHT_JITTER, 1 + LIGHT_JITTER, (size, 3, 1, 1))
+                                 .astype(np.float32))
+        target, warped = (target * light).clamp(0, 1), (warped * light).clamp(0, 1)
+        flip = torch.from_numpy(rng.random(size) < 0.5)
+        target, warped, masks = (torch.where(flip[:, None, None, None], t.flip(-1), t)
+                                 for t in (target, warped, masks))
         lit = _jitter(target, rng)
         dev = self._device()
-        return {"input": self.refiner_input(w.faces, w.masks, lit), "target": target.to(dev),
-                "mask": torch.from_numpy(w.masks[:, None]).to(dev),
-                "warp": torch.from_numpy(w.faces.transpose(0, 3, 1, 2).copy()).to(dev),
-                "index": torch.from_numpy(idx)}
+        x = torch.cat([warped, shading(lit), masks], 1)
+        return {"input": x.to(dev), "target": target.to(dev), "mask": masks.to(dev),
+                "warp": warped.to(dev), "index": torch.from_numpy(idx)}
 
     # ── merge time ──
 

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from facelab.errors import FacelabError
-from facelab.options import PRECISIONS, check_values, option
+from facelab.meshswap.options import FAMILY as MESHSWAP
+from facelab.meshswap.options import MeshSwapOptions
+from facelab.options import PRECISIONS, check_values, option, specs
 from facelab.options import validate as check_options
 from facelab.train.models import ModelOptions
 
@@ -25,13 +27,14 @@ class TrainOptions:
     """One training run. `preset` None: the saved model's, or quick96 for a new one.
 
     `preset`, `overrides`, `batch_size` and `target_iteration` are model options (declared
-    in `ModelOptions`); None leaves a saved model's value as it is.
+    in `ModelOptions`, or in `MeshSwapOptions` for preset meshswap); None leaves a saved
+    model's value as it is.
     """
 
     model_name: str = option(help="Name of the model in WORKSPACE/model/; an existing one is "
                              "resumed.")
     preset: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)  # ModelOptions fields
+    overrides: dict[str, Any] = field(default_factory=dict)  # the family's option fields
     batch_size: int | None = None  # None: the model's (its preset's default, or last run's)
     target_iteration: int | None = None  # 0 = unlimited; None: the model's (new: unlimited)
     autosave_minutes: float = option(15.0, above=0, help="Save every N minutes.")
@@ -62,21 +65,54 @@ class TrainOptions:
         "(default: picked evenly).")
     workers: int = option(2, range=(0, None), cli=False,
                           help="Processes preparing samples (0: in the training process).")
-    lr: float = option(5e-5, above=0, cli=False,  # DeepFaceLab's Adam rate, train.step.LR
-                       help="Adam's learning rate.")
+    lr: float | None = option(
+        None, above=0, cli=False, help="Adam's learning rate (default: the family's; SAE's is "
+        "DeepFaceLab's 5e-5, train.step.LR).")
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> TrainOptions:
         """Raise FacelabError naming the first bad option (model options included); return
-        self."""
+        self. With no preset the family is the save's: the trainer checks the rest."""
         check_options(self)
-        unknown = set(self.overrides) - {f.name for f in fields(ModelOptions)}
+        unknown = set(self.overrides) - set(_names(ModelOptions)) - set(_names(MeshSwapOptions))
         if unknown:
             raise FacelabError(f"Unknown model option(s): {', '.join(sorted(unknown))}.")
-        given = {"preset": self.preset and self.preset.lower(), "batch_size": self.batch_size,
-                 "target_iteration": self.target_iteration}
-        check_values(ModelOptions, {**self.overrides,
-                                    **{k: v for k, v in given.items() if v is not None}})
+        preset = self.preset and self.preset.lower()
+        given = {"batch_size": self.batch_size, "target_iteration": self.target_iteration}
+        values = {**self.overrides, **{k: v for k, v in given.items() if v is not None}}
+        if preset == MESHSWAP:
+            check_family_options(MESHSWAP, self.overrides)
+            check_values(MeshSwapOptions, values)
+        elif preset is not None:
+            check_family_options("sae", self.overrides)
+            check_values(ModelOptions, {**values, "preset": preset})
+        else:
+            check_values(ModelOptions, values)  # checks the names it declares
+            check_values(MeshSwapOptions, {k: v for k, v in values.items()
+                                           if k not in _names(ModelOptions)})
         return self
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def check_family_options(family: str, overrides: dict[str, Any]) -> None:
+    """One error line for a model option the family does not have (e.g. --ae-dims given
+    for a meshswap model), naming its flag."""
+    own, other = ((MeshSwapOptions, ModelOptions) if family == MESHSWAP
+                  else (ModelOptions, MeshSwapOptions))
+    foreign = [n for n in overrides if n not in _names(own)]
+    if not foreign:
+        return
+    flag = {s.name: s.flag for s in (*specs(own), *specs(other))}
+    names = ", ".join(flag.get(n, n) for n in sorted(foreign))
+    one = len(foreign) == 1
+    if family == MESHSWAP:
+        what = "is not a meshswap option" if one else "are not meshswap options"
+    else:
+        what = f"{'is not an option' if one else 'are not options'} of SAE-family models"
+    raise FacelabError(f"{names} {what}; leave {'it' if one else 'them'} out or train "
+                       "another model.")

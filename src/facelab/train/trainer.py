@@ -1,9 +1,11 @@
-"""The training loop: build or resume a model, step it on src/dst batches, save safely.
+"""Training: `train` picks the model's family; here the SAE family's part of a run.
 
 The library never touches signals or prompts: a caller (the CLI) sets `stop` on Ctrl-C or
-SIGTERM and the loop saves and returns at the end of the current iteration. One step
-(losses, precision, optimizer) lives in step.py; where and in which precision in
-facelab/device.py. `_setup` builds or resumes the model, `_Loop` steps it and saves.
+SIGTERM and the loop saves and returns at the end of the current iteration. When to log,
+preview, save and back up is loop.py's, shared with the meshswap family
+(facelab/meshswap/train.py). One SAE step (losses, precision, optimizer) lives in step.py;
+where and in which precision in facelab/device.py. `_setup` builds or resumes the model,
+`_Sae` steps, saves and previews it inside `loop.Loop`.
 
 Pretraining (`pretrain_faces`) trains both sides on one folder of many people's faces, with
 DeepFaceLab's forced settings (no warp, flips, no style, uniform yaw). The first run without it
@@ -14,9 +16,7 @@ and decoders, as DeepFaceLab does; the pretrained save is kept as a backup.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ from torch import nn
 from facelab.device import (
     choose_precision,
     describe,
-    is_out_of_memory,
     out_of_memory_message,
     resolve_device,
 )
@@ -34,41 +33,31 @@ from facelab.errors import FacelabError
 from facelab.progress import Reporter
 from facelab.train import checkpoint
 from facelab.train.data import Faceset, SampleOptions, make_loader
+from facelab.train.loop import (
+    LogFn,
+    Loop,
+    TrainReport,
+    check_intervals,
+    out_of_memory_guard,
+)
 from facelab.train.models import DEFAULT_PRESET, ModelOptions, build_model, preset
 from facelab.train.preview import fixed_faces, write_history, write_preview
-from facelab.train.run_options import TrainOptions
+from facelab.train.run_options import MESHSWAP, TrainOptions, check_family_options
 from facelab.train.saved import SavedModel, fixed_of, read_saved
-from facelab.train.step import TrainStep
+from facelab.train.step import LR, TrainStep
 from facelab.workspace import Workspace
 
-HISTORY_LIMIT = 2000  # logged loss points kept in the save (for the plot and `model info`)
+__all__ = ["TrainOptions", "TrainReport", "train"]
+
 PREVIEW_FACES = 4
 FAMILY = "sae"  # recorded in every save: merge loads a model by its family
-
-LogFn = Callable[[int, float, float, float], None]  # iteration, ms/iter, src loss, dst loss
-
-
-@dataclass
-class TrainReport:
-    """What a run did; `losses` holds (src, dst) of every iteration of this run."""
-
-    model_name: str
-    options: ModelOptions
-    start_iteration: int
-    iteration: int
-    resumed: bool
-    stopped: bool  # by `stop`, not by reaching the target
-    device: str
-    ms_per_iter: float
-    losses: list[tuple[float, float]] = field(default_factory=list)
-    preview: Path | None = None
-    precision: str = "fp32"
 
 
 def _model_options(
     folder: Path, opts: TrainOptions
 ) -> tuple[ModelOptions, SavedModel | None]:
     """Options of a new model, or of the saved one with changeable overrides applied."""
+    check_family_options(FAMILY, opts.overrides)
     changes = dict(opts.overrides)
     if opts.batch_size is not None:
         changes["batch_size"] = opts.batch_size
@@ -77,9 +66,6 @@ def _model_options(
     saved = read_saved(folder, opts.model_name)
     if saved is None:
         return preset(opts.preset or DEFAULT_PRESET, **changes), None
-    if saved.family != FAMILY:
-        raise FacelabError(f"Model {opts.model_name!r} in {folder} is a {saved.family} model, "
-                           "which this trainer does not train; pick another name.")
     mo = saved.options()
     if opts.preset is not None and opts.preset.lower() != mo.preset:
         want = preset(opts.preset)
@@ -91,16 +77,32 @@ def _model_options(
     return mo.override(**changes), saved
 
 
+def _family(folder: Path, opts: TrainOptions) -> str:
+    """The family that trains `opts.model_name`: its save's, else the preset's. A preset of
+    the other family than the save's is one error line."""
+    checkpoint.check_name(opts.model_name)
+    saved = read_saved(folder, opts.model_name)
+    wanted = None if opts.preset is None else (
+        MESHSWAP if opts.preset.lower() == MESHSWAP else FAMILY)
+    if saved is None:
+        return wanted or FAMILY
+    if saved.family not in (FAMILY, MESHSWAP):
+        raise FacelabError(f"Model {opts.model_name!r} in {folder} is a {saved.family} "
+                           "model, which this trainer does not train; pick another name.")
+    if wanted is not None and wanted != saved.family:
+        was = str(saved.state.get("options", {}).get("preset", saved.family))
+        kind = f"{was} model" + ("" if was == saved.family else f" ({saved.family} family)")
+        raise FacelabError(
+            f"Model {opts.model_name!r} in {folder} is a {kind}, not "
+            f"{opts.preset.lower()}; pick another name or leave out --preset.")
+    return saved.family
+
+
 def _reinit_inter(model: nn.Module) -> None:
     """Fresh inter layers (leaving pretrain): they hold what is specific to one pair."""
     for name, module in model.named_modules():
         if name.startswith("inter") and hasattr(module, "reset_parameters"):
             module.reset_parameters()  # type: ignore[operator]
-
-
-def _eta(seconds: float) -> str:
-    s = int(max(0.0, seconds))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def _facesets(ws: Workspace, mo: ModelOptions, opts: TrainOptions) -> tuple[Faceset, Faceset]:
@@ -123,18 +125,23 @@ def train(
 ) -> TrainReport:
     """Train `opts.model_name` in `ws.model_dir` until the target iteration or `stop`.
 
-    Running out of memory anywhere (building, loading, stepping) becomes one FacelabError
-    line naming what to reduce; the last save is untouched.
+    A meshswap model (`--preset meshswap`, or a save of that family) trains in
+    facelab.meshswap.train through the same loop; every other model is SAE's. Running out
+    of memory anywhere (building, loading, stepping) becomes one FacelabError line naming
+    what to reduce; the last save is untouched.
     """
-    try:
-        return _Loop(_setup(ws, opts, reporter), opts, reporter, on_log).run(stop)
-    except (RuntimeError, MemoryError) as exc:
-        if not is_out_of_memory(exc):
-            raise
+    if _family(ws.model_dir, opts) == MESHSWAP:
+        from facelab.meshswap.train import train_meshswap
+
+        return train_meshswap(ws, opts, reporter, stop, on_log)
+
+    def message() -> str:
         mo, _ = _model_options(ws.model_dir, opts)
-        device = resolve_device(opts.device)
-        raise FacelabError(out_of_memory_message(
-            mo.batch_size, mo.resolution, mo.ae_dims, device)) from None
+        return out_of_memory_message(mo.batch_size, mo.resolution, mo.ae_dims,
+                                     resolve_device(opts.device))
+
+    return out_of_memory_guard(
+        lambda: _run(_setup(ws, opts, reporter), opts, reporter, stop, on_log), message)
 
 
 @dataclass
@@ -162,8 +169,7 @@ def _setup(ws: Workspace, opts: TrainOptions, reporter: Reporter) -> _Setup:
     folder = ws.model_dir
     name = opts.model_name
     checkpoint.check_name(name)
-    if opts.log_every < 1 or opts.preview_every < 0 or opts.backup_every < 0:
-        raise FacelabError("log, preview and backup intervals must not be negative.")
+    check_intervals(opts)
     mo, saved = _model_options(folder, opts)
     pretrain = opts.pretrain_faces is not None
     if pretrain:  # DeepFaceLab's forced settings while pretraining
@@ -173,24 +179,25 @@ def _setup(ws: Workspace, opts: TrainOptions, reporter: Reporter) -> _Setup:
     precision, why = choose_precision(opts.precision, device)
     src_faces, dst_faces = _facesets(ws, mo, opts)
 
+    lr = LR if opts.lr is None else opts.lr
     torch.manual_seed(opts.seed)
     model = build_model(mo).to(device)
     forward = torch.compile(model) if opts.compile else model
-    step = TrainStep(model, mo, device, precision, lr=opts.lr, forward=forward)  # type: ignore[arg-type]
+    step = TrainStep(model, mo, device, precision, lr=lr, forward=forward)  # type: ignore[arg-type]
     state: dict[str, Any] = {"iteration": 0, "history": []}
     if saved is not None:
         state = checkpoint.load(
             folder, name, model, step.optimizer, expected_arch=mo.arch,
             fixed_options=fixed_of(mo), warn=reporter.warn,
         )
-        step.set_lr(opts.lr)
+        step.set_lr(lr)
     if state.get("pretrain") and not pretrain:
         done = int(state.get("iteration", 0))
         checkpoint.save(folder, name, model, step.optimizer, state, arch=mo.arch,
                         fixed_options=fixed_of(mo), keep_backups=max(1, opts.keep_backups),
                         backup=True)
         _reinit_inter(model)
-        step = TrainStep(model, mo, device, precision, lr=opts.lr, forward=forward)  # type: ignore[arg-type]
+        step = TrainStep(model, mo, device, precision, lr=lr, forward=forward)  # type: ignore[arg-type]
         state = {"iteration": 0, "history": []}
         reporter.info(f"Leaving pretraining after {done} iterations (kept as a backup): "
                       "training the pair from iteration 0 with fresh inter layers.")
@@ -204,20 +211,13 @@ def _setup(ws: Workspace, opts: TrainOptions, reporter: Reporter) -> _Setup:
                 model, step, state, src_faces, dst_faces)
 
 
-class _Loop:
-    """The steps of one run and what they leave: log lines, previews, saves."""
+class _Sae:
+    """The SAE family's part of a run (`loop.Family`): batches from the sample loader,
+    TrainStep, saves and the 5-row preview."""
 
-    def __init__(self, setup: _Setup, opts: TrainOptions, reporter: Reporter,
-                 on_log: LogFn | None) -> None:
+    def __init__(self, setup: _Setup, opts: TrainOptions, start: int) -> None:
         self.setup = setup
         self.opts = opts
-        self.reporter = reporter
-        self.on_log = on_log
-        self.start = self.it = int(setup.state.get("iteration", 0))
-        self.history: list[list[float]] = list(setup.state.get("history", []))
-        self.losses: list[tuple[float, float]] = []
-        self.saved_at = -1  # the iteration of this run's last save
-        self.wrote_preview = False
         mo, pretrain = setup.mo, setup.pretrain
         sample_opts = SampleOptions(
             random_warp=not pretrain, random_flip=mo.random_flip,
@@ -225,7 +225,7 @@ class _Loop:
             yaw_sorted=mo.sort_by_yaw, eyes_mouth=mo.eyes_mouth_priority, seed=opts.seed,
         )
         self.batches = make_loader(setup.src_faces, setup.dst_faces, mo.batch_size, sample_opts,
-                                   opts.workers, self.it)
+                                   opts.workers, start)
         self.preview_src = fixed_faces(setup.src_faces, PREVIEW_FACES,
                                        None if pretrain else opts.preview_src)
         self.preview_dst = fixed_faces(setup.dst_faces, len(self.preview_src),
@@ -233,89 +233,53 @@ class _Loop:
         self.preview_path = setup.folder / f"{setup.name}_preview.png"
         self.history_dir = setup.folder / f"{setup.name}_history"
 
-    def save(self, backup: bool) -> None:
+    def step(self, iteration: int) -> tuple[float, float]:
+        r = self.setup  # the loader's batches follow the iteration from `start` on
+        batch = {k: v.to(r.device, non_blocking=True) for k, v in next(self.batches).items()}
+        return r.step(batch)
+
+    def save(self, iteration: int, history: list[list[float]], backup: bool) -> None:
         r = self.setup
-        self.saved_at = self.it
-        doc = {"iteration": self.it, "options": asdict(r.mo),
-               "history": self.history[-HISTORY_LIMIT:], "pretrain": r.pretrain,
-               "family": FAMILY}
+        doc = {"iteration": iteration, "options": asdict(r.mo), "history": history,
+               "pretrain": r.pretrain, "family": FAMILY}
         checkpoint.save(
             r.folder, r.name, r.model, r.step.optimizer, doc, arch=r.mo.arch,
             fixed_options=fixed_of(r.mo), keep_backups=self.opts.keep_backups, backup=backup,
         )
 
-    def preview(self) -> None:
+    def preview(self, iteration: int, history: list[list[float]]) -> None:
         r = self.setup
-        write_preview(self.preview_path, r.model, self.preview_src, self.preview_dst,
-                      self.history)
+        write_preview(self.preview_path, r.model, self.preview_src, self.preview_dst, history)
         if r.mo.preview_history:
-            write_history(self.history_dir, self.it, r.model, self.preview_src,
+            write_history(self.history_dir, iteration, r.model, self.preview_src,
                           self.preview_dst)
-        self.wrote_preview = True
 
-    def run(self, stop: threading.Event | None) -> TrainReport:
-        """Step until the target or `stop`, then save and preview what is not yet."""
-        r, opts = self.setup, self.opts
-        self.reporter.info(
-            f"{'Resuming' if self.start else 'Creating'} model {r.name!r} ({r.mo.preset}, "
-            f"{r.mo.arch}, resolution {r.mo.resolution}) at iteration {self.it} on "
-            f"{describe(r.device)}, batch {r.mo.batch_size}, {r.precision} "
-            f"({r.precision_reason})"
-            f"{', pretraining on ' + r.src_faces.name if r.pretrain else ''}."
-        )
-        r.model.train()
-        t_run = time.monotonic()
-        try:
-            stopped = self._steps(stop)
-        finally:
-            close = getattr(self.batches, "close", None)
-            if close is not None:
-                close()
-        elapsed = time.monotonic() - t_run
-        it = self.it
-        if it > self.start and self.saved_at != it:
-            self.save(bool(opts.backup_every) and it % opts.backup_every == 0)
-        if it > self.start and opts.preview_every and it % opts.preview_every:  # not at `it` yet
-            self.preview()
-        return TrainReport(
-            model_name=r.name, options=r.mo, start_iteration=self.start, iteration=it,
-            resumed=r.resumed, stopped=stopped, device=str(r.device),
-            ms_per_iter=elapsed * 1000 / max(1, it - self.start), losses=self.losses,
-            preview=self.preview_path if self.wrote_preview else None,
-            precision=r.precision,
-        )
+    def close(self) -> None:
+        close = getattr(self.batches, "close", None)
+        if close is not None:
+            close()
 
-    def _steps(self, stop: threading.Event | None) -> bool:
-        """The loop proper; True when `stop` ended it."""
-        r, opts, target = self.setup, self.opts, self.setup.mo.target_iteration
-        t_log = last_save = time.monotonic()
-        logged_at = self.it
-        while not (target and self.it >= target):
-            if stop is not None and stop.is_set():
-                return True
-            batch = {k: v.to(r.device, non_blocking=True) for k, v in next(self.batches).items()}
-            self.losses.append(r.step(batch))
-            self.it += 1
-            if self.it % opts.log_every == 0:
-                now = time.monotonic()
-                self._log((now - t_log) * 1000 / (self.it - logged_at))
-                t_log, logged_at = now, self.it
-            if opts.preview_every and self.it % opts.preview_every == 0:
-                self.preview()
-            backup = bool(opts.backup_every) and self.it % opts.backup_every == 0
-            if backup or time.monotonic() - last_save >= opts.autosave_minutes * 60:
-                self.save(backup)
-                last_save = time.monotonic()
-        return False
 
-    def _log(self, ms: float) -> None:
-        """One log line and history point: the mean losses since the last one."""
-        it, target = self.it, self.setup.mo.target_iteration
-        recent = self.losses[-self.opts.log_every:]
-        s = sum(v[0] for v in recent) / len(recent)
-        d = sum(v[1] for v in recent) / len(recent)
-        self.history.append([it, round(s, 5), round(d, 5)])
-        eta = f"  ETA {_eta((target - it) * ms / 1000)}" if target else ""
-        self.reporter.info(f"[{it:07d}] {ms:6.0f} ms/iter  src {s:.4f}  dst {d:.4f}{eta}")
-        if self.on_log is not None:
-            self.on_log(it, ms, s, d)
+def _run(setup: _Setup, opts: TrainOptions, reporter: Reporter, stop: threading.Event | None,
+         on_log: LogFn | None) -> TrainReport:
+    """Step the SAE model of `setup` through the shared loop; the report of the run."""
+    r = setup
+    start = int(r.state.get("iteration", 0))
+    family = _Sae(r, opts, start)
+    reporter.info(
+        f"{'Resuming' if start else 'Creating'} model {r.name!r} ({r.mo.preset}, "
+        f"{r.mo.arch}, resolution {r.mo.resolution}) at iteration {start} on "
+        f"{describe(r.device)}, batch {r.mo.batch_size}, {r.precision} "
+        f"({r.precision_reason})"
+        f"{', pretraining on ' + r.src_faces.name if r.pretrain else ''}."
+    )
+    r.model.train()
+    loop = Loop(family, opts, reporter, on_log, start=start,
+                history=list(r.state.get("history", [])), target=r.mo.target_iteration)
+    done = loop.run(stop)
+    return TrainReport(
+        model_name=r.name, options=r.mo, start_iteration=done.start, iteration=done.iteration,
+        resumed=r.resumed, stopped=done.stopped, device=str(r.device),
+        ms_per_iter=done.ms_per_iter, losses=done.losses,
+        preview=family.preview_path if done.previewed else None, precision=r.precision,
+    )
