@@ -7,11 +7,12 @@ import sys
 
 import pytest
 
-TRAINING = ("facelab.train.trainer", "facelab.train.data", "facelab.train.preview")
+TRAINING = ("facelab.train.trainer", "facelab.train.data", "facelab.train.preview",
+            "facelab.train.loop", "facelab.meshswap.train")
 
 
 @pytest.mark.parametrize("module", ["facelab.merge.merger", "facelab.merge.sae_predictor",
-                                    "facelab.eval.run"])
+                                    "facelab.merge.meshswap_predictor", "facelab.eval.run"])
 def test_merge_and_eval_do_not_import_the_training_loop(module: str) -> None:
     code = (f"import sys, {module}\n"
             f"print(' '.join(m for m in {TRAINING!r} if m in sys.modules))")

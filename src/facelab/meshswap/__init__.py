@@ -2,6 +2,8 @@
 
 For each dst face: the src faces nearest in pose and expression (`retrieval`, over the
 `descriptors` of their FaceMesh meshes), warped piecewise-affinely (`warp`) onto a target
-mesh that is src's face shape carrying dst's pose and expression (`geometry`), and blended.
-Library groundwork: not yet a family merge can load (see `merge/predictor.py`).
+mesh that is src's face shape carrying dst's pose and expression (`geometry`), blended, and
+repaired by a small network trained on src alone (`refiner`). `model` holds it all as one
+module (saved like any model), `train` trains it, merge loads it through
+`merge/meshswap_predictor.py`. docs/MESHSWAP.md tells the whole story.
 """
