@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from facelab.faces.faceimage import read_meta, update_meta
-from facelab.faces.facetype import face_transform, similarity_fit, transform_points
+from facelab.faces.facetype import face_transform, transform_points
 from facelab.faces.landmarks import mesh_to_68
 from facelab.merge.jobs import dst_faces, dst_frames, face_jobs
 from facelab.merge.merger import merge
@@ -81,8 +81,8 @@ def _merged(ws: Workspace, frame: Path) -> np.ndarray:
 
 
 def test_frame_meshes_map_back_onto_the_aligned_meshes(aligned_faces: Path):
-    """The jobs' meshes are the stored ones in frame pixels; smoothing moves each by one
-    similarity that keeps it where it was in its (smoothed) crop."""
+    """The jobs' meshes are the stored ones in frame pixels; smoothing keeps each in place in
+    its (smoothed) crop and steadies it along the clip."""
     ws = Workspace(aligned_faces)
     frames, by_frame = dst_frames(ws), dst_faces(ws)
     assert all(j.mesh is None for js in face_jobs(frames, by_frame, 0, 25).values() for j in js)
@@ -99,17 +99,21 @@ def test_frame_meshes_map_back_onto_the_aligned_meshes(aligned_faces: Path):
             # the 68 points were made from the frame mesh at extraction: they come back
             assert np.abs(mesh_to_68(job.mesh) - meta.source_landmarks).max() < 1e-3
             assert (job.yaw, job.pitch) == (meta.yaw, meta.pitch)
-            # smoothed: a similarity of the raw mesh (expression untouched) ...
-            s = similarity_fit(job.mesh[:, :2], sm.mesh[:, :2])
-            assert np.abs(transform_points(job.mesh[:, :2], s) - sm.mesh[:, :2]).max() < 1e-6
-            ratio = sm.mesh[:, 2] / np.where(job.mesh[:, 2] == 0, 1, job.mesh[:, 2])
-            assert np.allclose(ratio[job.mesh[:, 2] != 0], np.sqrt(abs(np.linalg.det(s[:, :2]))))
-            # ... that keeps it in place in its crop, which the smoothed landmarks cut
+            # smoothed: still in place in its crop, which the smoothed landmarks cut
             crop = lambda j: transform_points(  # noqa: E731
                 j.mesh[:, :2], face_transform(j.landmarks, "full", 256, j.yaw))
-            assert np.abs(crop(sm) - crop(job)).max() < 0.01 * 256
+            assert np.abs(crop(sm) - crop(job)).max() < 0.03 * 256
             moved.append(np.abs(sm.mesh - job.mesh).max())
     assert max(moved) > 0.05  # smoothing did move the meshes
+    # ... and steadied them: less frame-to-frame acceleration of the mesh in its crop
+    order = [p.name for p in frames if len(by_frame.get(p.name, [])) == 1]
+
+    def shake(jobs: dict) -> float:
+        pts = np.stack([transform_points(jobs[n][0].mesh[:, :2], face_transform(
+            jobs[n][0].landmarks, "full", 256, jobs[n][0].yaw)) for n in order])
+        return float(np.abs(np.diff(pts, 2, axis=0)).mean())
+
+    assert shake(smooth) < 0.8 * shake(raw)
 
 
 @pytest.mark.slow

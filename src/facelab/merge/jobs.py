@@ -24,7 +24,14 @@ from facelab.faces.faceimage import FaceMeta, read_meta
 from facelab.faces.facetype import FIT_POINTS, similarity_fit, transform_points
 from facelab.faceset.folder import list_faces
 from facelab.fsutil import read_json
-from facelab.merge.smooth import FaceRef, smooth_landmarks
+from facelab.merge.smooth import (
+    SHAPE_BETA,
+    SHAPE_MIN_CUTOFF,
+    FaceRef,
+    adaptive_smooth,
+    build_tracks,
+    smooth_landmarks,
+)
 from facelab.meshswap.descriptors import MIN_MESH_POINTS
 from facelab.workspace import Workspace, list_images
 
@@ -93,27 +100,51 @@ def without_mesh(by_frame: dict[str, list[FaceMeta]], frames: list[Path]) -> lis
             if m.mesh is None or len(m.mesh) < MIN_MESH_POINTS]
 
 
-def frame_mesh(meta: FaceMeta) -> np.ndarray:
-    """The face's mesh (stored in aligned-face pixels) in frame pixels: x, y through the
-    inverse of `frame_to_face`, depth times frame pixels per face pixel."""
+def frame_mesh(meta: FaceMeta, aligned: np.ndarray | None = None) -> np.ndarray:
+    """The face's mesh (stored in aligned-face pixels, or `aligned` in its place) in frame
+    pixels: x, y through the inverse of `frame_to_face`, depth times frame pixels per face
+    pixel."""
     assert meta.mesh is not None
-    mesh = np.asarray(meta.mesh, np.float64)
+    mesh = np.asarray(meta.mesh if aligned is None else aligned, np.float64)
     to_frame = meta.face_to_frame()
     scale = float(np.sqrt(abs(np.linalg.det(to_frame[:, :2]))))
     return np.c_[transform_points(mesh[:, :2], to_frame), mesh[:, 2] * scale]
 
 
-def _frame_mesh(meta: FaceMeta, raw: np.ndarray, smoothed: np.ndarray | None) -> np.ndarray:
+def _frame_mesh(meta: FaceMeta, raw: np.ndarray, smoothed: np.ndarray | None,
+                aligned: np.ndarray | None = None) -> np.ndarray:
     """The frame mesh moved by the similarity that takes the raw landmarks to the smoothed
     ones, fitted on the points the crop is placed by (`FIT_POINTS`): the mesh keeps its
     place in the smoothed crop, its pose jitter is smoothed with the crop's, and its
-    expression (the mesh's own shape) is untouched."""
-    mesh = frame_mesh(meta)
+    expression (the mesh's own shape) is `aligned`'s, smoothed by `smooth_meshes`."""
+    mesh = frame_mesh(meta, aligned)
     if smoothed is None:
         return mesh
     s = similarity_fit(raw[FIT_POINTS], smoothed[FIT_POINTS])
     scale = float(np.sqrt(abs(np.linalg.det(s[:, :2]))))
     return np.c_[transform_points(mesh[:, :2], s), mesh[:, 2] * scale]
+
+
+def smooth_meshes(refs: list[FaceRef], by_frame: dict[str, list[FaceMeta]],
+                  frames: list[Path], strength: int, fps: float
+                  ) -> dict[tuple[int, int], np.ndarray]:
+    """Each face's aligned mesh smoothed along its track, by (frame, face index), with the
+    landmark smoother's shape filter (`smooth.SHAPE_*`, in units of the face's side): the
+    per-frame noise of a FaceMesh fit would otherwise move the swapped face's features by a
+    pixel or two each frame, while a blink or a word (fast) passes through."""
+    metas = {(i, m.face_index): m for i, p in enumerate(frames)
+             for m in by_frame.get(p.name, [])}
+    out: dict[tuple[int, int], np.ndarray] = {}
+    for track in build_tracks(refs):
+        keys = [f.key for f in track.faces]
+        group = [metas[k] for k in keys]
+        n = min(len(m.mesh) for m in group if m.mesh is not None)  # type: ignore[arg-type]
+        x = np.stack([np.asarray(m.mesh, np.float64)[:n] / m.size for m in group])
+        t = np.asarray(track.frames, np.float64) / fps
+        y = adaptive_smooth(x, t, SHAPE_MIN_CUTOFF / strength, SHAPE_BETA)
+        for k, m, mesh in zip(keys, group, y, strict=True):
+            out[k] = mesh * m.size
+    return out
 
 
 def face_jobs(frames: list[Path], by_frame: dict[str, list[FaceMeta]],
@@ -123,8 +154,12 @@ def face_jobs(frames: list[Path], by_frame: dict[str, list[FaceMeta]],
     check with `without_mesh` first)."""
     index = {p.name: i for i, p in enumerate(frames)}
     smoothed: dict[tuple[int, int], np.ndarray] = {}
+    steady: dict[tuple[int, int], np.ndarray] = {}
     if smooth:
-        smoothed = smooth_landmarks(face_refs(frames, by_frame), smooth, fps)
+        refs = face_refs(frames, by_frame)
+        smoothed = smooth_landmarks(refs, smooth, fps)
+        if meshes:
+            steady = smooth_meshes(refs, by_frame, frames, smooth, fps)
     jobs: dict[str, list[FaceJob]] = {}
     for name, metas in by_frame.items():
         if name not in index:
@@ -133,6 +168,7 @@ def face_jobs(frames: list[Path], by_frame: dict[str, list[FaceMeta]],
         for m in metas:
             raw = np.asarray(m.source_landmarks, np.float64)
             lm = smoothed.get((index[name], m.face_index))
-            mesh = _frame_mesh(m, raw, lm) if meshes else None
+            key = (index[name], m.face_index)
+            mesh = _frame_mesh(m, raw, lm, steady.get(key)) if meshes else None
             out.append(FaceJob(raw if lm is None else lm, float(m.yaw), float(m.pitch), mesh))
     return jobs

@@ -40,6 +40,8 @@ SHADING_JITTER = 0.03
 COLOR_JITTER = 0.08
 #: Light of a whole training sample (per-channel gain ±, target and candidates alike).
 LIGHT_JITTER = 0.15
+#: The pasted region: the target's hull shrunk by this fraction of the face's width.
+MASK_ERODE = 0.06
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ class MeshSwapModel(nn.Module):
                     img *= gains[b, j]
                 acc += w * img
             out[b] = np.clip(acc / 255, 0, 1)
-            masks[b] = warp.face_mask(target, r) / 255
+            masks[b] = _inner_mask(target, r)
         return Warped(out, masks, chosen, weights)
 
     def targets(self, meshes: np.ndarray) -> np.ndarray:
@@ -245,6 +247,19 @@ class MeshSwapModel(nn.Module):
                                                     .transpose(0, 3, 1, 2)))
         out = self.refiner(self.refiner_input(w.faces, w.masks, lit))
         return out.float().permute(0, 2, 3, 1).cpu().numpy(), w.masks
+
+
+def _inner_mask(target: np.ndarray, r: int) -> np.ndarray:
+    """The face region to paste, in [0, 1]: the target mesh's hull shrunk by MASK_ERODE of
+    the face's width and feathered, so the hair, ears and background that lie inside the
+    src faces' silhouettes near its edge stay dst's."""
+    import cv2
+
+    hull = warp.face_mask(target, r)
+    width = float(np.ptp(target[:, 0]))
+    k = max(1, int(round(MASK_ERODE * width)))
+    inner = cv2.erode(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2))
+    return cv2.GaussianBlur(inner.astype(np.float32) / 255, (0, 0), max(0.5, k / 2))
 
 
 def _jitter(faces: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
