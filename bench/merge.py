@@ -52,7 +52,8 @@ DATA = ROOT.parent / "shared" / "data"
 SRC = DATA / "grid" / "speaker_b.mpg"
 CLIPS = {"grid": DATA / "grid" / "speaker_a_1.mpg",
          "pexels": DATA / "pexels" / "woman_pose_variety.mp4"}
-MODELS = {"quick96": ("quick96", 8), "sae": ("sae", 4)}  # name: (preset, iterations)
+MODELS = {"quick96": ("quick96", 8), "sae": ("sae", 4),  # name: (preset, iterations)
+          "meshswap": ("meshswap", 2)}
 RUNS = (("default", {}, 2), ("default", {}, 1), ("overlay", {"mode": "overlay"}, 2),
         ("overlay", {"mode": "overlay"}, 1))
 GOAL_FPS, GOAL_RATIO = 15.0, 1.5
@@ -105,12 +106,14 @@ def build(root: Path, models: list[str]) -> dict[str, Path]:
     return spaces
 
 
-def crops_of(root: Path, model: str, max_frames: int | None) -> list[np.ndarray]:
-    """The merger's crops for every dst frame (as merger._work makes them), frames with faces."""
+def crops_of(root: Path, model: str, max_frames: int | None) -> list[tuple[Any, ...]]:
+    """The merger's predict arguments for every dst frame with faces (as merger._work makes
+    them): the crops, and for a family that needs them the meshes and poses."""
     import cv2
 
     from facelab.faces.facetype import face_transform
     from facelab.merge.jobs import dst_faces, face_jobs
+    from facelab.merge.merger import _crop_meshes
     from facelab.merge.predictor import model_info
     from facelab.video.frames import read_image
     from facelab.workspace import Workspace, list_images
@@ -119,21 +122,23 @@ def crops_of(root: Path, model: str, max_frames: int | None) -> list[np.ndarray]
     info = model_info(ws.model_dir, model)
     res = info.resolution
     frames = [p for p in list_images(ws.frames_dir("dst")) if p.is_file()][:max_frames]
-    jobs = face_jobs(frames, dst_faces(ws), 4, 25.0)
-    out = []
+    jobs = face_jobs(frames, dst_faces(ws), 4, 25.0, meshes=info.needs_mesh)
+    out: list[tuple[Any, ...]] = []
     for p in frames:
         faces = jobs.get(p.name, [])
         if not faces:
             continue
         frame = read_image(p)
         mats = [face_transform(f.landmarks, info.face_type, res, f.yaw) for f in faces]
-        out.append(np.stack([cv2.warpAffine(frame, m, (res, res), flags=cv2.INTER_CUBIC,
-                                            borderMode=cv2.BORDER_REPLICATE)
-                             for m in mats]).astype(np.float32) / 255)
+        crops = np.stack([cv2.warpAffine(frame, m, (res, res), flags=cv2.INTER_CUBIC,
+                                         borderMode=cv2.BORDER_REPLICATE)
+                          for m in mats]).astype(np.float32) / 255
+        extra = _crop_meshes([(p, faces)], [mats]) if info.needs_mesh else ()
+        out.append((crops, *extra))
     return out
 
 
-def predict_rate(root: Path, model: str, crops: list[np.ndarray], threads: int,
+def predict_rate(root: Path, model: str, crops: list[tuple[Any, ...]], threads: int,
                  repeat: int, precision: str) -> tuple[float, float, float]:
     """Median wall and CPU seconds of predicting every frame's faces; model load seconds."""
     import torch
@@ -145,8 +150,8 @@ def predict_rate(root: Path, model: str, crops: list[np.ndarray], threads: int,
     start = time.perf_counter()
     pred = load_predictor(Workspace(root).model_dir, model, "cpu", precision)
     load = time.perf_counter() - start
-    pred.predict(crops[0])  # warm-up, untimed
-    runs = [timed(lambda: [pred.predict(c) for c in crops]) for _ in range(repeat)]
+    pred.predict(*crops[0])  # warm-up, untimed
+    runs = [timed(lambda: [pred.predict(*c) for c in crops]) for _ in range(repeat)]
     return (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs),
             load)
 

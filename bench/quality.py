@@ -13,10 +13,12 @@ error ≤ 2°, jitter ≤ 1.0.
 
 Usage: .venv/bin/python bench/quality.py [--minutes 30] [--pairs grid_a_b,grid_c_d,pexels,grid_a_gt]
            [--root /tmp/facelab_quality] [--controls-only] [--identity-every 2]
-           [--config demo|quick96|meshswap|warp] [--set OPTION=VALUE ...]
+           [--config demo|sae64|quick96|meshswap|warp] [--set OPTION=VALUE ...]
 
---config meshswap is the meshswap family (retrieval, warp, refiner); warp is the same with
-refiner=false (the warp-only control: src's faces moved onto the target mesh, no network).
+--config demo is the demo's model (meshswap without its refiner, since issue 14); sae64 the
+64-px SAE the demo trained before (the baseline row); meshswap is the family with its refiner
+trained for --minutes; warp is the same with refiner=false (the warp-only control: src's
+faces moved onto the target mesh, no network).
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ PAIRS = {
                DATA / "pexels" / "woman_pose_variety.mp4"),
     "grid_a_gt": ((GRID / "speaker_a_1.mpg",), GRID / "speaker_a_2.mpg"),
 }
-CONFIGS = ("demo", "quick96", "meshswap", "warp")
+CONFIGS = ("demo", "sae64", "quick96", "meshswap", "warp")
+#: The 64-px SAE the demo trained before meshswap (the fastest SAE learner per CPU-minute
+#: measured here, lr 2e-4, batch 8): the baseline row of issue 14.
+SAE64 = {"resolution": 64, "ae_dims": 128, "e_dims": 32, "d_dims": 32, "d_mask_dims": 16}
 COLS = [("identity_closer_to_src", "closer"), ("identity_top1", "top1"),
         ("identity_recognised_as_src", "recog"), ("sharpness_ratio", "sharp"),
         ("pose_error_deg", "pose°"), ("expression_error", "expr"),
@@ -62,8 +67,9 @@ def control_frames(ref: run.Reference, src: Path) -> list[np.ndarray]:
 
 def swap(ws: Path, srcs: tuple[Path, ...], dst: Path, minutes: float,
          config: str, sets: dict[str, Any]) -> tuple[Path, float, int]:
-    """The whole swap; `config` "demo" = the demo's 64-px SAE at lr 2e-4, "quick96" = DFL's
-    Quick96, "meshswap" = the meshswap family, "warp" = meshswap without its refiner."""
+    """The whole swap; `config` "demo" = the demo's model (meshswap), "sae64" = the 64-px SAE
+    it used before (the baseline), "quick96" = DFL's Quick96, "meshswap" = meshswap with its
+    refiner, "warp" = meshswap without it."""
     from facelab import demo
     from facelab.swap import SwapOptions, run_swap
     from facelab.workspace import Workspace
@@ -73,7 +79,9 @@ def swap(ws: Path, srcs: tuple[Path, ...], dst: Path, minutes: float,
     if config == "demo":
         extra = {"preset": demo.PRESET, "overrides": dict(demo.OVERRIDES),
                  "batch_size": demo.BATCH, "lr": demo.LR}
-    elif config in ("meshswap", "warp"):
+    elif config == "sae64":  # the demo's model until meshswap: the SAE baseline
+        extra = {"preset": "sae", "overrides": dict(SAE64), "batch_size": 8, "lr": 2e-4}
+    if config in ("meshswap", "warp"):
         extra = {"preset": "meshswap", "overrides": {"refiner": config == "meshswap"}}
     extra["overrides"].update(sets)
     rep = run_swap(Workspace(ws), SwapOptions(src=srcs[0], more_src=srcs[1:], dst=dst,

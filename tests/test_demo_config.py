@@ -1,21 +1,23 @@
-"""The demo's training configuration: a valid model, and the thread setting left as found."""
+"""The demo's model configuration: a valid model of the family it names, and the thread
+setting left as found."""
 
 from __future__ import annotations
 
 import torch
 
 from facelab import demo
-from facelab.train.models import build_model, preset
+from facelab.meshswap.options import FAMILY, MeshSwapOptions
+from facelab.swap import SwapOptions
 
 
-def test_demo_model_is_valid_and_small() -> None:
-    mo = preset(demo.PRESET, **demo.OVERRIDES, batch_size=demo.BATCH)
-    model = build_model(mo)
-    params = sum(p.numel() for p in model.parameters())
-    # quick96 has 38 M parameters; the demo's model must stay far cheaper to step.
-    assert mo.resolution == 64 and params < 20_000_000
-    out = model(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
-    assert all(v.shape[-1] == 64 for v in out.values() if v.dim() == 4)
+def test_demo_model_is_meshswap_ready_without_training(tmp_path) -> None:
+    assert demo.PRESET == FAMILY
+    opts = MeshSwapOptions(**demo.OVERRIDES)
+    assert not opts.refiner  # nothing to train: the demo's minutes go to extraction and merge
+    swap = SwapOptions(src=tmp_path / "a.mpg", dst=tmp_path / "b.mpg", output=tmp_path / "r.mp4",
+                       preset=demo.PRESET, overrides=dict(demo.OVERRIDES),
+                       batch_size=demo.BATCH, lr=demo.LR)
+    assert swap.preset == SwapOptions.__dataclass_fields__["preset"].default == FAMILY
 
 
 def test_thread_setting_is_restored(monkeypatch) -> None:

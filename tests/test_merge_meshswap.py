@@ -35,7 +35,7 @@ from facelab.workspace import Workspace
 from tests.conftest import assert_one_line_error, copy_workspace, run_facelab
 
 #: Small and quick; "full" because the session's faces are extracted with the default type.
-TINY = {"resolution": 64, "face_type": "full", "refiner_dims": 8}
+TINY = {"resolution": 64, "face_type": "full", "refiner_dims": 8, "refiner": True}
 
 
 def _save(ws: Workspace, name: str, steps: int = 0, **over: object) -> None:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # the fixture extracts two clips
 
 @pytest.fixture(scope="module")
 def built(grid) -> tuple[MeshSwapModel, Faceset]:  # noqa: F811
-    opts = MeshSwapOptions(resolution=96, refiner_dims=8, batch_size=4)
+    opts = MeshSwapOptions(resolution=96, refiner=True, refiner_dims=8, batch_size=4)
     src = Faceset(grid["src"].folder, opts.resolution, opts.face_type)
     return build(src, grid["dst"].metas, opts), src
 

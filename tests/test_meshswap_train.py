@@ -23,7 +23,7 @@ from facelab.workspace import Workspace
 from tests.conftest import assert_one_line_error, copy_workspace, run_facelab
 
 #: Small and quick; "full" because the session's faces are extracted with the default type.
-TINY = {"resolution": 64, "face_type": "full", "refiner_dims": 8}
+TINY = {"resolution": 64, "face_type": "full", "refiner_dims": 8, "refiner": True}
 RUN = dict(precision="fp32", device="cpu", workers=0, preview_every=0, log_every=5,
            backup_every=0)
 
@@ -223,8 +223,8 @@ def test_too_small_src_faceset_is_one_line(ws: Workspace, tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_cli_trains_to_the_target_and_refuses_mixed_families(ws: Workspace) -> None:
     args = ["-w", ws.root, "train", "--model-name", "cli", "--resolution", "64",
-            "--face-type", "full", "--refiner-dims", "8", "--batch-size", "2", "--device",
-            "cpu", "--precision", "fp32", "--preview-every", "0"]
+            "--face-type", "full", "--refiner", "--refiner-dims", "8", "--batch-size", "2",
+            "--device", "cpu", "--precision", "fp32", "--preview-every", "0"]
     res = run_facelab(*args, "--preset", "meshswap", "--target-iteration", "3")
     assert res.rc == 0, res.err
     assert "reached its target at iteration 3" in res.out and "refiner loss" in res.out

@@ -50,16 +50,18 @@ class SwapOptions:
                           "keeps dst's frame rate and audio.")
     more_src: tuple[Path, ...] = ()  # more videos of the src person (data_src_2.*, …)
     model_name: str = "swap"
-    preset: str = option("quick96", choices=_presets,
-                         help="The model (see `train --help`); meshswap is the family that "
-                         "shows src's own faces, warped and refined.")
+    preset: str = option("meshswap", choices=_presets,
+                         help="The model (see `train --help`): meshswap shows src's own faces "
+                         "moved onto dst's (ready at once, the best measured on a CPU: "
+                         "docs/MESHSWAP.md); the others are DeepFaceLab's autoencoders, "
+                         "which train for hours.")
     overrides: dict[str, Any] = field(default_factory=dict)  # model options of a new model
     batch_size: int | None = option(None, range=(1, None),
                                     help="Faces per side per iteration (default: the model's).")
     iterations: int | None = option(None, range=(1, None), help="Train until this iteration.")
     minutes: float | None = option(
-        None, above=0, help=f"Train this many minutes in all (default {DEFAULT_MINUTES:g}; a "
-        "good result takes hours).")
+        None, above=0, help=f"Train this many minutes in all (default {DEFAULT_MINUTES:g}; an "
+        "autoencoder's good result takes hours; meshswap without --refiner needs none).")
     merge: MergeOptions = option(default_factory=MergeOptions, help="How faces are merged.")
     device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
     precision: str = option("auto", choices=PRECISIONS,

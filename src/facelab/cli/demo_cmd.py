@@ -20,11 +20,14 @@ def demo(
     fresh: bool = typer.Option(False, "--fresh", help="Start from an empty workspace "
                                "(the old contents move to its .trash/)."),
     minutes: float | None = typer.Option(None, "--minutes", show_default=False,
-                                         help="Training budget (default 6 minutes)."),
+                                         help="Training budget, for a model that trains "
+                                         "(default 6 minutes; the demo's meshswap model "
+                                         "needs none)."),
 ) -> None:
     """Swap GRID speaker A's face onto speaker B (the bundled clips, CC BY 4.0, see
-    examples/README.md), in ./demo_workspace unless -w is given: extract, train for a few
-    minutes, merge, assemble result.mp4, and write side_by_side.png (dst | result)."""
+    examples/README.md), in ./demo_workspace unless -w is given: extract, build the meshswap
+    model (src's own faces, no training), merge, assemble result.mp4, and write
+    side_by_side.png (dst | result)."""
     from facelab.demo import MINUTES, run_demo
 
     st = state()
@@ -34,5 +37,5 @@ def demo(
                        minutes=MINUTES if minutes is None else minutes, stop=stop)
     print_swap(rep.swap, ws)
     out.print(f"  side by side (dst | result): {rep.side_by_side}")
-    out.print(f"Train longer with `facelab train -w {ws.root} --model-name demo`, then "
-              f"`facelab merge` and `facelab video assemble` again.")
+    out.print(f"Try other merge settings with `facelab merge -w {ws.root} --model-name demo` "
+              "(see `facelab merge --help`), then `facelab video assemble` again.")

@@ -257,7 +257,7 @@ def _inner_mask(target: np.ndarray, r: int) -> np.ndarray:
 
     hull = warp.face_mask(target, r)
     width = float(np.ptp(target[:, 0]))
-    k = max(1, int(round(MASK_ERODE * width)))
+    k = max(1, round(MASK_ERODE * width))
     inner = cv2.erode(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2))
     return cv2.GaussianBlur(inner.astype(np.float32) / 255, (0, 0), max(0.5, k / 2))
 
