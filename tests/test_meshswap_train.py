@@ -56,7 +56,7 @@ def test_options_accept_meshswap_and_name_the_foreign_option() -> None:
 
     files = {"src": Path("a.mp4"), "dst": Path("b.mp4"), "output": Path("o.mp4")}
     assert SwapOptions(**files, preset="meshswap").preset == "meshswap"
-    assert SwapOptions(**files).preset == "quick96"  # the default, until measured
+    assert SwapOptions(**files).preset == "meshswap"  # the default, as measured
 
 
 def test_interactive_asks_meshswap_questions() -> None:

@@ -53,7 +53,8 @@ def check_variety(descriptors: np.ndarray, side: str = "src") -> None:
     if n < MIN_FACES:
         raise FacelabError(
             f"The {side} faceset has {n} face{'s' * (n != 1)}; at least {MIN_FACES} are "
-            f"needed: add more {side} footage (longer, or extracted at a higher --fps).")
+            f"needed: add more {side} footage (longer, or extracted at a higher --fps), or "
+            "use an autoencoder (--preset quick96), which learns from fewer.")
     counts = {"eyes closed": (int(eyes_closed(d).sum()), MIN_BLINKS, "blink"),
               "mouth open": (int(mouth_open(d).sum()), MIN_OPEN_MOUTHS, "talk")}
     short = {k: v for k, v in counts.items() if v[0] < v[1]}
@@ -61,7 +62,8 @@ def check_variety(descriptors: np.ndarray, side: str = "src") -> None:
         verbs = [v[2] for v in short.values()]
         have = "; ".join(f"{k} in {c} of {n}, {m} needed" for k, (c, m, _) in short.items())
         raise FacelabError(f"Too few {side} faces {' or '.join(verbs)} ({have}): add footage "
-                           f"where {side} {' and '.join(v + 's' for v in verbs)}.")
+                           f"where {side} {' and '.join(v + 's' for v in verbs)}, or use an "
+                           "autoencoder (--preset quick96).")
 
 
 def candidate_weights(distances: np.ndarray, sigma: float = BLEND_SIGMA) -> np.ndarray:
