@@ -27,7 +27,8 @@ def swapped(tmp_path_factory) -> Path:
     ws = tmp_path_factory.mktemp("eval") / "ws"
     res = run_facelab("-w", ws, "swap", data_file("grid/speaker_a_1.mpg"),
                       data_file("grid/speaker_b.mpg"), "-o", ws / "result.mp4",
-                      "--iterations", "2", "--batch-size", "2", "--src-fps", "5", "-q")
+                      "--preset", "quick96", "--iterations", "2", "--batch-size", "2",
+                      "--src-fps", "5", "-q")
     assert res.rc == 0, res.err
     return ws
 

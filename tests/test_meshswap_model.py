@@ -119,3 +119,35 @@ def test_a_tiny_src_faceset_is_one_line(grid, tmp_path):  # noqa: F811
     opts = MeshSwapOptions(resolution=64)
     with pytest.raises(FacelabError, match="at least 20"):
         build(Faceset(folder, 64, opts.face_type), grid["dst"].metas, opts)
+
+
+def test_shade_gives_the_warp_dst_lighting(built, grid):  # noqa: F811
+    """Without a refiner, `shade` exchanges the warp's low frequencies for dst's: the
+    result's blur is dst's blur, where the plain warp keeps src's lighting."""
+    from dataclasses import replace
+
+    from facelab.train.warp import Augment
+
+    model, _ = built
+    tensors = {k: v for k, v in model.state_dict().items() if not k.startswith("refiner.")}
+
+    def variant(shade: bool) -> MeshSwapModel:
+        m = MeshSwapModel(replace(model.opts, refiner=False, shade=shade), model.faces,
+                          model.points)
+        m.load_state_dict(tensors)
+        return m
+
+    dst = Faceset(grid["dst"].folder, 96, model.opts.face_type)
+    crop = dst.render(3, Augment()).target.transpose(1, 2, 0)[None].copy()
+    mat = dst.face_to_crop(3)
+    mesh = dst.metas[3].mesh.astype(np.float64)
+    mesh = np.c_[mesh[:, :2] @ mat[:, :2].T + mat[:, 2],
+                 mesh[:, 2] * np.sqrt(abs(np.linalg.det(mat[:, :2])))][None]
+    pose = (np.array([dst.metas[3].yaw]), np.array([dst.metas[3].pitch]))
+    plain, mask = variant(False).swap(crop, mesh, *pose)
+    shaded, _ = variant(True).swap(crop, mesh, *pose)
+    blur = lambda a: shading(torch.from_numpy(a.transpose(0, 3, 1, 2).copy())).numpy()  # noqa: E731
+    inside = np.broadcast_to(mask[:, None] > 0.5, blur(crop).shape)
+    err = lambda a: np.abs(blur(a) - blur(crop))[inside].mean()  # noqa: E731
+    assert err(shaded) < 0.5 * err(plain)
+    assert np.abs(shaded - plain)[mask > 0.5].mean() > 0.005

@@ -41,6 +41,20 @@ def test_swap_keeps_frames_rate_audio_and_is_marked(tmp_path: Path):
     assert_one_line_error(other, "already holds another")
 
 
+def test_default_swap_is_meshswap_ready_without_training(tmp_path: Path):
+    """The default model needs no training: src's own faces, moved onto dst's; the result is
+    marked, and a rerun has nothing to do."""
+    src, dst = data_file("grid/speaker_a_1.mpg"), data_file("grid/speaker_b.mpg")
+    out, ws = tmp_path / "result.mp4", tmp_path / "ws"
+    res = run_facelab("-w", ws, "swap", src, dst, "-o", out)
+    assert res.rc == 0, res.err
+    assert run_facelab("verify", out).rc == 0
+    info = run_facelab("-w", ws, "model", "info", "swap")
+    assert "meshswap" in info.out and "Index: 75 src faces" in info.out, info
+    again = run_facelab("-w", ws, "swap", src, dst, "-o", out)
+    assert again.rc == 0 and "up to date" in again.out, again
+
+
 def test_swap_bad_input_is_one_line(tmp_path: Path):
     dst = data_file("grid/speaker_a_1.mpg")
     res = run_facelab("-w", tmp_path / "ws", "swap", tmp_path / "missing.mp4", dst, "-o",

@@ -28,7 +28,7 @@ from facelab.faces.facemeta import FaceMeta
 from facelab.faces.facetype import FaceType
 from facelab.meshswap import descriptors, geometry, retrieval, warp
 from facelab.meshswap.options import MeshSwapOptions
-from facelab.meshswap.refiner import Refiner, shading
+from facelab.meshswap.refiner import Refiner, base, shading
 
 #: src faces within this many frames of the target are never its candidates in training.
 EXCLUDE_FRAMES = 12
@@ -241,11 +241,12 @@ class MeshSwapModel(nn.Module):
         query = descriptors.describe(targets, np.asarray(yaw, np.float64),
                                      np.asarray(pitch, np.float64))
         w = self.warped(targets, query)
-        if self.refiner is None:
+        if self.refiner is None and not self.opts.shade:
             return w.faces, w.masks
         lit = torch.from_numpy(np.ascontiguousarray(np.asarray(crops, np.float32)
                                                     .transpose(0, 3, 1, 2)))
-        out = self.refiner(self.refiner_input(w.faces, w.masks, lit))
+        x = self.refiner_input(w.faces, w.masks, lit)
+        out = base(x).clamp(0, 1) if self.refiner is None else self.refiner(x)
         return out.float().permute(0, 2, 3, 1).cpu().numpy(), w.masks
 
 
