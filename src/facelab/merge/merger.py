@@ -12,6 +12,7 @@ pixels, and pose; for the others no per-face work is added.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,6 +287,8 @@ def merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter
     opts.validate()
     ws.require()
     info = model_info(ws.model_dir, model_name)
+    if opts.mode == "auto":  # the family's: a shaded meshswap face brings dst's light itself
+        opts = dataclasses.replace(opts, mode=info.blend)
     frames = dst_frames(ws)
     if not frames:
         raise FacelabError(f"{ws.frames_dir('dst')} holds no frames: run "

@@ -36,7 +36,8 @@ def options(saved: SavedModel) -> MeshSwapOptions:
 def info(saved: SavedModel) -> ModelInfo:
     opts = options(saved)
     return ModelInfo(saved.name, saved.family, saved.iteration, saved.model_id,
-                     opts.resolution, FaceType.parse(opts.face_type), needs_mesh=True)
+                     opts.resolution, FaceType.parse(opts.face_type), needs_mesh=True,
+                     blend="overlay" if opts.shade or opts.refiner else "seamless")
 
 
 def load(saved: SavedModel, device: str, precision: str, warn: Warn) -> MeshSwapPredictor:

@@ -14,7 +14,8 @@ from facelab.merge.smooth import DEFAULT_SMOOTH, MAX_SMOOTH
 from facelab.options import option
 from facelab.options import validate as check_options
 
-MODES = ("overlay", "hist-match", "hist-match-bw", "seamless", "seamless-hist-match", "raw")
+MODES = ("auto", "overlay", "hist-match", "hist-match-bw", "seamless", "seamless-hist-match",
+         "raw")
 MASK_MODES = ("learned", "dst", "prd", "learned*dst", "prd*dst", "learned*prd*dst")
 COLORS = ("none", "rct", "lct", "mkl", "idt", "sot")
 
@@ -30,8 +31,10 @@ class MergeOptions:
     """How each predicted face is put back into its frame; checked on construction."""
 
     mode: str = option(
-        "seamless", choices=MODES,
-        help="How the face is blended: overlay (paste through the mask), hist-match and "
+        "auto", choices=MODES,
+        help="How the face is blended: auto (the model's choice: seamless for autoencoders, "
+        "overlay for meshswap, which brings dst's lighting itself), overlay (paste through "
+        "the mask), hist-match and "
         "hist-match-bw (match dst's histograms first), seamless (Poisson blending), "
         "seamless-hist-match, raw (the face and its mask only, RGBA, for compositing in an "
         "editor).")

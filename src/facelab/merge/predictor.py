@@ -45,6 +45,8 @@ class ModelInfo:
     #: `predict` needs each dst face's FaceMesh mesh and pose (the merger then builds them;
     #: for a family without it, no per-face work is added)
     needs_mesh: bool = False
+    #: the blend mode `--mode auto` takes for this family's faces
+    blend: str = "seamless"
 
 
 class Predictor(Protocol):

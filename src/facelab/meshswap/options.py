@@ -35,9 +35,10 @@ class MeshSwapOptions:
         4, label="Candidates", range=(1, 16),
         help="src faces blended for each dst face (more: steadier, a little softer).")
     shade: bool = option(
-        False, label="Shade",
+        True, label="Shade",
         help="Without a refiner: give the warped face dst's lighting (its low frequencies "
-        "exchanged for a blur of dst's face), as the refiner's starting point does.")
+        "exchanged for a blur of dst's face, as the refiner's starting point does), so the "
+        "merge can paste it without seamless blending (--mode auto takes overlay).")
     refiner: bool = option(
         False, label="Refiner", fixed=True,
         help="Train a small network on src's faces that repairs the warp's seams, mouth, eyes "
