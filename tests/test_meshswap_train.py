@@ -206,6 +206,13 @@ def test_without_refiner_the_build_is_a_usable_save(ws: Workspace) -> None:
     assert float(err) < 0.04  # the warp of other src faces looks like the face (~0.02)
     again = train_(ws, _resume("warp"))  # nothing to train: returns at once
     assert (again.resumed, again.iteration, again.losses) == (True, 0, [])
+    # a changeable option changed on a rerun is saved, so merge uses it
+    from facelab.merge.predictor import model_info
+
+    assert model_info(ws.model_dir, "warp").blend == "overlay"  # shaded by default
+    train_(ws, _resume("warp", overrides={"shade": False, "candidates": 2}))
+    info = model_info(ws.model_dir, "warp")
+    assert info.blend == "seamless" and _model(ws, "warp").opts.candidates == 2
 
 
 @pytest.mark.slow

@@ -276,8 +276,12 @@ def _train(ws: Workspace, opts: TrainOptions, reporter: Reporter,
         family.save(start, [], backup=False)  # the index, kept even if stopped at once
     if m.refiner is None:
         if r.resumed:
+            changed = asdict(r.mso) != r.state.get("options")
+            if changed:  # e.g. --no-shade or --candidates: merge reads them from the save
+                family.save(start, list(r.state.get("history", [])), backup=False)
             reporter.info(f"Model {r.name!r} (meshswap) has no refiner: nothing to train; "
-                          "its index was built when it was created.")
+                          "its index was built when it was created"
+                          + ("; its changed options are saved." if changed else "."))
             return report(start, False, 0.0, [], False)
         if opts.preview_every:
             family.preview(start, [])
