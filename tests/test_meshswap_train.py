@@ -60,7 +60,7 @@ def test_options_accept_meshswap_and_name_the_foreign_option() -> None:
 
 
 def test_interactive_asks_meshswap_questions() -> None:
-    answers = iter(["meshswap", "?", "80", "", "2", "n"])  # then end of input: defaults
+    answers = iter(["meshswap", "?", "80", "", "2", "y", "n"])  # then end of input: defaults
     asked, said = [], []
 
     def ask_line(prompt: str) -> str | None:
@@ -69,13 +69,14 @@ def test_interactive_asks_meshswap_questions() -> None:
 
     got = prompts.new_model_answers("quick96", {"batch_size": 3}, ask_line, said.append)
     assert got["preset"] == "meshswap" and got["resolution"] == 80 and got["candidates"] == 2
-    assert got["refiner"] is False and got["batch_size"] == 3
+    assert got["shade"] is True and got["refiner"] is False and got["batch_size"] == 3
     assert said[0] == prompts.MESHSWAP_NEW[0].help and "Ae" not in "".join(asked)
     assert MeshSwapOptions(**{k: v for k, v in got.items() if k != "preset"}).resolution == 80
     answers, asked = iter(["3"]), []
     resumed = prompts.resume_answers(dict(got), {}, ask_line, said.append)
-    assert resumed == {"candidates": 3, "batch_size": 3, "target_iteration": 0}
-    assert [a.split(" [")[0] for a in asked] == ["Candidates", "Batch size", "Target iteration"]
+    assert resumed == {"candidates": 3, "shade": True, "batch_size": 3, "target_iteration": 0}
+    assert [a.split(" [")[0] for a in asked] == ["Candidates", "Shade", "Batch size",
+                                                  "Target iteration"]
 
 
 # --- training on real faces ---------------------------------------------------------------------
