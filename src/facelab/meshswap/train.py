@@ -85,11 +85,7 @@ def train_meshswap(ws: Workspace, opts: TrainOptions, reporter: Reporter,
 def _options(folder: Path, opts: TrainOptions) -> tuple[MeshSwapOptions, SavedModel | None]:
     """A new model's options, or the saved ones with this run's changes."""
     check_family_options(FAMILY, opts.overrides)
-    changes = dict(opts.overrides)
-    if opts.batch_size is not None:
-        changes["batch_size"] = opts.batch_size
-    if opts.target_iteration is not None:
-        changes["target_iteration"] = opts.target_iteration
+    changes = opts.model_changes()
     saved = read_saved(folder, opts.model_name)
     if saved is None:
         return MeshSwapOptions(**changes), None

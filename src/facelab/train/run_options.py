@@ -72,6 +72,12 @@ class TrainOptions:
     def __post_init__(self) -> None:
         self.validate()
 
+    def model_changes(self) -> dict[str, Any]:
+        """The model options this run sets, for either family: the overrides, and the batch
+        size and target iteration when given."""
+        given = {"batch_size": self.batch_size, "target_iteration": self.target_iteration}
+        return {**self.overrides, **{k: v for k, v in given.items() if v is not None}}
+
     def validate(self) -> TrainOptions:
         """Raise FacelabError naming the first bad option (model options included); return
         self. With no preset the family is the save's: the trainer checks the rest."""

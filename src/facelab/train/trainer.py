@@ -58,11 +58,7 @@ def _model_options(
 ) -> tuple[ModelOptions, SavedModel | None]:
     """Options of a new model, or of the saved one with changeable overrides applied."""
     check_family_options(FAMILY, opts.overrides)
-    changes = dict(opts.overrides)
-    if opts.batch_size is not None:
-        changes["batch_size"] = opts.batch_size
-    if opts.target_iteration is not None:
-        changes["target_iteration"] = opts.target_iteration
+    changes = opts.model_changes()
     saved = read_saved(folder, opts.model_name)
     if saved is None:
         return preset(opts.preset or DEFAULT_PRESET, **changes), None
