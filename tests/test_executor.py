@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import signal
 import subprocess
@@ -12,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from facelab.errors import os_error_message
 from facelab.executor import (
     ProcessExecutor,
     SerialExecutor,
+    _alive,
     affinity_cores,
     cgroup_cpus,
     create_executor,
@@ -22,6 +26,7 @@ from facelab.executor import (
     parse_cfs,
     parse_cpu_max,
 )
+from facelab.jpeg import JpegError
 from tests.conftest import ROOT
 
 _STATE: dict[str, str] = {}
@@ -65,6 +70,24 @@ def _write_or_fail(i: int) -> str:
 def _affinity(_: int) -> tuple[int, list[int]]:
     time.sleep(0.2)
     return os.getpid(), sorted(os.sched_getaffinity(0))
+
+
+def _hold_gil(item: tuple[int, int, str]) -> int:
+    """Sleep `seconds` in native code that keeps the GIL (as a long native call may: no
+    other thread of this worker runs meanwhile), then write this item's file."""
+    i, seconds, folder = item
+    if seconds:
+        Path(folder, f"started-{i:02d}").write_text("x")
+        ctypes.PyDLL(None).sleep(seconds)  # PyDLL: the GIL is held during the call
+    Path(folder, f"item-{i:02d}").write_text("x")
+    return i
+
+
+def _fail(kind: str) -> None:
+    if kind == "jpeg":
+        raise JpegError("truncated", "ends inside its headers")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
+                  "ws/data_dst/merged/.00012.part-4242.png")
 
 
 def _unlink(path: str) -> None:
@@ -159,6 +182,24 @@ def test_error_in_item_k_records_before_discards_after(tmp_path: Path) -> None:
     assert _all_gone(_worker_pids(tmp_path))
 
 
+@pytest.mark.parametrize("kind", ["jpeg", "disk"])
+def test_a_workers_error_reaches_the_driver_intact(kind: str) -> None:
+    """What a worker raises is what the driver raises: same type, message and details, so
+    the CLI prints the one line it prints for the main process (JpegError, a FacelabError
+    whose __init__ takes other arguments than its message, broke the pool instead)."""
+    with ProcessExecutor(2) as ex, pytest.raises(Exception) as caught:
+        list(ex.map(_fail, [kind] * 4))
+    e = caught.value
+    if kind == "jpeg":
+        assert type(e) is JpegError and (e.kind, str(e)) == (
+            "truncated", "The JPEG data ends inside its headers.")
+    else:
+        assert type(e) is OSError and e.errno == errno.ENOSPC
+        assert os_error_message(e) == (
+            "No space left on device while writing ws/data_dst/merged/00012.png: free some "
+            "space and run this again; the work done so far is kept.")
+
+
 @pytest.mark.parametrize("stop", ["break", "ctrl-c"])
 def test_caller_stopping_early_discards_what_ran_ahead(tmp_path: Path, stop: str) -> None:
     recorded: list[str] = []
@@ -193,31 +234,70 @@ def test_pin_gives_each_worker_its_own_core() -> None:
         assert len({cpus[0] for cpus in seen.values()}) == len(seen)
 
 
-@pytest.mark.skipif(os.name != "posix", reason="workers watch their driver on POSIX")
-def test_workers_die_with_a_killed_driver(tmp_path: Path) -> None:
+def _children(pid: int) -> list[int]:
+    """The live child processes of `pid`, from /proc."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes in /proc")
+def test_workers_and_server_die_at_once_with_a_killed_driver(tmp_path: Path) -> None:
+    """`kill -9` of a stage: its workers and their fork server end within a second, even
+    workers stuck in native code that holds the GIL (no thread of theirs can run), no
+    worker writes after the driver is gone, and no helper prints after it."""
     driver = (
         "import sys\n"
         "from facelab.executor import ProcessExecutor\n"
-        "from tests.test_executor import _init_mark, _sleepy\n"
+        "from tests.test_executor import _hold_gil, _init_mark\n"
         "with ProcessExecutor(2, init=_init_mark, initargs=(sys.argv[1],)) as ex:\n"
-        "    items = [(0, 0.0), (1, 0.0)] + [(i, 120.0) for i in range(2, 8)]\n"
-        "    for r in ex.map(_sleepy, items):\n"
+        "    items = [(i, 0 if i < 2 else 30, sys.argv[1]) for i in range(8)]\n"
+        "    for r in ex.map(_hold_gil, items):\n"
         "        print(r, flush=True)\n")
-    proc = subprocess.Popen([sys.executable, "-c", driver, str(tmp_path)], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
+    err = tmp_path / "stderr"
+    with err.open("w") as f:
+        proc = subprocess.Popen([sys.executable, "-c", driver, str(tmp_path)], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=f, text=True)
     try:
         assert proc.stdout is not None
-        assert proc.stdout.readline().startswith("(0,")
-        end = time.monotonic() + 30
-        while len(_worker_pids(tmp_path)) < 2 and time.monotonic() < end:
-            time.sleep(0.05)
-        pids = _worker_pids(tmp_path)
-        servers = {int((tmp_path / f"init-{p}").read_text()) for p in pids}
-        assert len(pids) == 2 and proc.pid not in pids
+        assert proc.stdout.readline().strip() == "0"
+        end = time.monotonic() + 30  # both workers inside their 30 s native call
+        while len(list(tmp_path.glob("started-*"))) < 2 and time.monotonic() < end:
+            time.sleep(0.02)
+        tree = _children(proc.pid)
+        tree += [k for p in tree for k in _children(p)]
+        workers = _worker_pids(tmp_path)
+        servers = {int((tmp_path / f"init-{p}").read_text()) for p in workers}
+        assert len(workers) == 2 and set(workers) <= set(tree) and servers <= set(tree)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert _all_gone(pids + sorted(servers))
+    killed = time.monotonic()
+    assert _all_gone(tree, timeout=3.0), [p for p in tree if not _gone(p)]
+    assert time.monotonic() - killed < 2.0
+    assert sorted(p.name for p in tmp_path.glob("item-*")) == ["item-00", "item-01"]
+    assert err.read_text() == ""  # nothing on the terminal after the shell's "Killed"
+
+
+def test_a_killed_driver_not_yet_reaped_counts_as_gone() -> None:
+    """The watcher's fallback (no pidfd) polls the driver: a zombie has ended."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert _alive(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        end = time.monotonic() + 10
+        while not _gone(proc.pid) and time.monotonic() < end:  # killed, not reaped
+            time.sleep(0.02)
+        assert _gone(proc.pid) and Path(f"/proc/{proc.pid}").exists()
+        assert not _alive(proc.pid)
+    finally:
+        proc.wait()
 
 
 # ── counting cores ──────────────────────────────────────────────────────────────────────

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from facelab.faces.faceimage import read_face, read_meta
 from facelab.faces.facetype import transform_points
-from tests.conftest import assert_one_line_error, put_video
+from tests.conftest import assert_one_line_error, data_file, put_video
 
 pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
 
@@ -102,13 +103,102 @@ def test_bad_inputs(facelab, workspace, grid_b):
                           "nope")
     assert_one_line_error(facelab("-w", workspace, "extract", "dst", "--face-type", "chin"),
                           "chin")
-    (workspace / "data_dst" / "00005.png").write_bytes(b"\x89PNG not really")
+
+
+def _face_frames(folder: Path, count: int) -> list[Path]:
+    """`count` small PNG frames, each holding one face (the two portraits in turn)."""
+    import cv2
+
+    portraits = [cv2.imread(str(data_file(f"images/{n}")))
+                 for n in ("astronaut.png", "grace_hopper.jpg")]
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for i in range(count):
+        image = portraits[i % 2]
+        small = cv2.resize(image, (240, round(240 * image.shape[0] / image.shape[1])))
+        frames.append(folder / f"{i + 1:05d}.png")
+        cv2.imwrite(str(frames[-1]), small)
+    return frames
+
+
+def test_corrupt_frames_are_skipped_listed_and_quiet(facelab, workspace):
+    """Two cut-short PNGs and a garbage file among good frames: the good ones are extracted
+    in one run, the bad ones listed, one line and exit 3 ("kept what was readable"), and
+    nothing of OpenCV's or libpng's on the terminal. 9 frames: the worker pool's path."""
+    frames = _face_frames(workspace / "data_dst", 9)
+    bad = [frames[1], frames[4], frames[7]]
+    whole = frames[1].read_bytes()
+    frames[1].write_bytes(whole[: len(whole) // 2])
+    frames[4].write_bytes(whole[:300])
+    frames[7].write_bytes(b"\x89PNG\r\n\x1a\n but then not a PNG at all" * 20)
+    stale = [workspace / "data_dst" / ".faces.part-4000000.json",  # left by a killed run
+             workspace / "data_dst" / "aligned" / ".00001_0.part-4000000.jpg"]
+    for p in stale:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"half")
+
     res = facelab("-w", workspace, "extract", "dst")
-    assert_one_line_error(res, "00005.png")
-    state = json.loads((workspace / "data_dst" / "faces.json").read_text())
-    assert len(state["frames"]) == 4  # the frames before the bad one are kept and recorded
-    # what the workers wrote for frames after the bad one was removed again
-    before = {f"0000{i}" for i in range(1, 5)}
-    for folder in ("aligned", "aligned_debug"):
-        written = (workspace / "data_dst" / folder).glob("*.jpg")
-        assert {p.stem.split("_")[0] for p in written} == before, folder
+    assert res.rc == 3, res
+    assert_one_line_error(res, "3 of the 9 dst frames could not be read",
+                          "aligned_unreadable.txt")
+    for chatter in ("[ WARN", "libpng", "Traceback", "imdecode"):
+        assert chatter not in res.err
+    listed = (workspace / "data_dst" / "aligned_unreadable.txt").read_text().split()
+    assert listed == [p.name for p in bad]
+    good = {p.stem for p in frames if p not in bad}
+    faces = {p.stem.split("_")[0] for p in (workspace / "data_dst" / "aligned").glob("*.jpg")}
+    assert faces == good
+    assert "6 processed now" in res.out
+    assert not any(p.exists() for p in stale)
+
+    # the bad frames are not recorded as done: replaced, a rerun extracts just them
+    for p in bad:
+        p.write_bytes(frames[0].read_bytes())
+    res = facelab("-w", workspace, "extract", "dst")
+    assert res.rc == 0, res.err
+    assert "3 processed now" in res.out
+    assert not (workspace / "data_dst" / "aligned_unreadable.txt").exists()
+
+
+def test_extraction_refused_while_another_process_holds_the_side(facelab, workspace):
+    from facelab import locks
+
+    _face_frames(workspace / "data_src", 2)
+    with locks.hold(workspace, "faces-src", "the src faces of this workspace"):
+        res = facelab("-w", workspace, "extract", "src")
+    assert_one_line_error(res, "src faces", "in use by", f"pid {os.getpid()}")
+    assert not (workspace / "data_src" / "faces.json").exists()
+    assert not list((workspace / "data_src" / "aligned").glob("*.jpg"))
+
+
+def faceless_clip(path: Path, frames: int = 6, cut: int = 0) -> Path:
+    """A real clip without any face (FFmpeg's test pattern), `cut` bytes short of its end."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error",
+                    "-y", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=6", "-frames:v",
+                    str(frames), "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(path)],
+                   check=True, timeout=60)
+    if cut:
+        path.write_bytes(path.read_bytes()[:-cut])
+    return path
+
+
+def test_faceless_clip_says_so_plainly(facelab, workspace, tmp_path):
+    """No face in any frame: extract says so in one line and fails (it said "0 faces
+    written" and exit 0), every time; train's faceset then says the same, not "run
+    `facelab extract src`"."""
+    put_video(workspace, "src", faceless_clip(tmp_path / "pattern.mp4"))
+    assert facelab("-w", workspace, "video", "extract", "src").rc == 0
+    for _ in range(2):
+        res = facelab("-w", workspace, "extract", "src")
+        assert_one_line_error(res, "no face was found in any of the 6 frames of "
+                              "data_src.mp4", "pixels wide")
+    from facelab.errors import FacelabError
+    from facelab.train.data import Faceset
+
+    with pytest.raises(FacelabError, match="No face was found in any of the 6 frames") as e:
+        Faceset(workspace / "data_src" / "aligned", 64, "full")
+    assert "run `facelab extract" not in str(e.value)

@@ -32,6 +32,11 @@ def test_swap_keeps_frames_rate_audio_and_is_marked(tmp_path: Path):
         assert Fraction(vb.average_rate) == Fraction(va.average_rate) == 25
         assert b.streams.audio and abs(float(b.duration) / 1e6 - 3.0) < 0.1
     assert run_facelab("verify", out).rc == 0
+    # the output lies outside the workspace: swap recorded it, so eval finds it
+    from facelab.eval.run import workspace_result
+    from facelab.workspace import Workspace
+
+    assert workspace_result(Workspace(ws)) == out
     # again: everything is done, nothing is redone
     again = run_facelab("-w", ws, "swap", src, dst, "-o", out, "--iterations", "2", *TINY)
     assert again.rc == 0 and "up to date" in again.out, again
@@ -62,3 +67,22 @@ def test_swap_bad_input_is_one_line(tmp_path: Path):
     assert_one_line_error(res, "does not exist")
     res = run_facelab("-w", tmp_path / "ws", "swap", dst, dst, "-o", tmp_path / "r.gif")
     assert_one_line_error(res, ".mp4")
+
+
+def test_faceless_src_says_so_once_plainly(tmp_path: Path):
+    """A faceless src cut short: the swap warns that it breaks and stops on the real problem,
+    no face in any frame, named with its frame count and video; a rerun says exactly that
+    again (it said "run `facelab extract src`", which had run)."""
+    from tests.test_extract_faces import faceless_clip
+
+    src = faceless_clip(tmp_path / "pattern.mp4", frames=12, cut=300)
+    dst = faceless_clip(tmp_path / "dst.mp4")
+    ws, out = tmp_path / "ws", tmp_path / "out.mp4"
+    res = run_facelab("-w", ws, "swap", src, dst, "-o", out)
+    assert res.rc == 1 and "Traceback" not in res.err, res
+    last = res.err.strip().splitlines()[-1]
+    assert last.startswith("error: No face was found in any of the ") and "data_src.mp4" in last
+    res = run_facelab("-w", ws, "swap", src, dst, "-o", out)
+    assert_one_line_error(res, "No face was found in any of the", "frames of data_src.mp4",
+                          "clearly visible")
+    assert "extract src" not in res.err and not out.exists()

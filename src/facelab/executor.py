@@ -23,18 +23,21 @@ the same work without touching the stage):
 `ProcessExecutor` starts workers from a fork server (never a plain fork: OpenCV's, ONNX's
 and PyTorch's thread pools do not survive a fork mid-state; spawn where there is none),
 with modules `preload`ed once by the server. Its workers ignore SIGINT (the driver decides
-how to stop), end when the driver ends (even killed), and with `pin` each gets its own core when
-they fill the cores. `SerialExecutor` runs the same calls in-process (one worker), so
-stages have one code path. Cores are counted once, by `default_workers`: the affinity mask
-capped by the cgroup CPU quota (a container's `--cpus`).
+how to stop), end when the driver ends (even killed: within a second, see `_worker_start`),
+and with `pin` each gets its own core when they fill the cores. `SerialExecutor` runs the
+same calls in-process (one worker), so stages have one code path. Cores are counted once,
+by `default_workers`: the affinity mask capped by the cgroup CPU quota (a container's
+`--cpus`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -49,6 +52,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 IN_FLIGHT = 3  # items queued per worker: enough to keep it busy, memory stays flat
+_QUIET_TRACKER = "ignore:resource_tracker:UserWarning"  # see _start_helpers
 CGROUP = Path("/sys/fs/cgroup")
 
 # ── counting cores ──────────────────────────────────────────────────────────────────────
@@ -214,12 +218,14 @@ class ProcessExecutor:
                                               else "spawn")
             if self._preload and ctx.get_start_method() == "forkserver":
                 ctx.set_forkserver_preload(self._preload)
+            _start_helpers(ctx.get_start_method())
             pin = (self._pin and hasattr(os, "sched_setaffinity")
                    and self.workers >= affinity_cores())
             slot = ctx.Value("i", 0) if pin else None
+            server = ctx.get_start_method() == "forkserver"
             self._pool = ProcessPoolExecutor(
                 self.workers, mp_context=ctx, initializer=_worker_start,
-                initargs=(os.getpid(), slot, self._init, self._initargs))
+                initargs=(os.getpid(), slot, self._init, self._initargs, server))
         return self._pool
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], *,
@@ -273,15 +279,43 @@ class ProcessExecutor:
         self.close()
 
 
+def _start_helpers(method: str) -> None:
+    """Start multiprocessing's resource tracker (and fork server) without its leak report:
+    after a killed driver it removes the pool's semaphores and warned about each on the
+    user's terminal, after the shell's "Killed". Helpers take `sys.warnoptions` at start."""
+    if os.name != "posix":  # no tracker process there
+        return
+    from multiprocessing import forkserver, resource_tracker
+
+    sys.warnoptions.append(_QUIET_TRACKER)
+    try:
+        resource_tracker.ensure_running()
+        if method == "forkserver":
+            forkserver.ensure_running()
+    finally:
+        sys.warnoptions.remove(_QUIET_TRACKER)
+
+
 _END = object()
 _INIT_ERROR: list[BaseException] = []
 
 
 def _worker_start(driver: int, slot: Any, init: Callable[..., None] | None,
-                  initargs: tuple[Any, ...]) -> None:
-    """Every worker's initializer: die with the parent, leave Ctrl-C to the driver, take
+                  initargs: tuple[Any, ...], server: bool = False) -> None:
+    """Every worker's initializer: die with the driver, leave Ctrl-C to the driver, take
     a core, then the stage's `init` (its error is kept and raised by each item: an
-    initializer's error would break the pool and lose the message)."""
+    initializer's error would break the pool and lose the message).
+
+    Dying with the driver, first by the kernel: a fork server's worker lets go of the
+    server's liveness pipe (each inherited its write end, so the server waited for its
+    workers while they waited for work: after a `kill -9` all lived on) and asks for
+    SIGKILL when the server ends, which is as soon as the driver does (the pipe's last
+    writer). So a killed driver takes its workers at once, even one in native code holding
+    the GIL, and none writes after it. The watcher thread (`_exit_with`) covers the rest:
+    other systems, no fork server, or a server gone before the worker asked."""
+    if server:
+        _leave_server_pipe()
+        _die_with_parent()
     _exit_with(driver)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if slot is not None:
@@ -302,10 +336,43 @@ def _call(fn: Callable[[T], R], item: T) -> R:
     return fn(item)
 
 
+def _leave_server_pipe() -> None:
+    """Close this worker's copy of the fork server's liveness pipe (all it is for is
+    starting processes through the server, which a worker never does)."""
+    try:
+        from multiprocessing import forkserver
+
+        server = forkserver._forkserver  # type: ignore[attr-defined]
+        fd = server._forkserver_alive_fd
+    except AttributeError:  # another Python's internals: the watcher still ends us
+        return
+    if isinstance(fd, int):
+        server._forkserver_alive_fd = None
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent (the thread that forked it: the fork
+    server's only one) ends. Not for a worker spawned by the driver itself: its forking
+    thread may be any thread of the driver, e.g. a studio job's that ends before the pool."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    try:
+        if ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent ended before the request took effect
+        os._exit(1)
+
+
 def _exit_with(driver: int) -> None:
-    """End this worker when the driver ends. A killed driver would otherwise leave its
-    workers blocked on their queue for ever, and the fork server with them (each worker
-    holds the server's liveness pipe, so the server never sees its driver go)."""
+    """End this worker when the driver ends: a thread waits on the driver's pidfd, or
+    polls it where there is none (it cannot run while native code holds the GIL)."""
     if os.name != "posix":
         return
 
@@ -327,10 +394,15 @@ def _exit_with(driver: int) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """The process runs (a zombie, killed but not yet reaped by its parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc here, or it ended just now: kill() is the answer
+        return True
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]

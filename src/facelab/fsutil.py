@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -24,9 +25,51 @@ def timestamp() -> str:
     return f"{stamp}-{int(now * 1000) % 1000:03d}"
 
 
+_PART = re.compile(r"^\..*\.part-(\d+)(\.[^.]*)?$")
+
+
 def temp_sibling(path: Path) -> Path:
     """A temporary name beside `path` that keeps its extension (muxers pick formats by it)."""
-    return path.with_name(f".{path.stem}.part-{os.getpid()}{path.suffix}")
+    return path.with_name(_part_name(path, str(os.getpid())))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_parts(folder: Path, recursive: bool = False, *,
+                      of: Path | None = None) -> list[Path]:
+    """Remove the temporary files (`temp_sibling` names) that killed runs left in `folder`:
+    those whose writer's pid is no longer alive. They are our own half-written outputs,
+    never a user's file, so they are deleted, not trashed. `of`: only the temporaries of
+    that one output (for folders that are the user's, not the workspace's). Returns what
+    was removed."""
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in (folder.rglob(".*.part-*") if recursive else folder.glob(".*.part-*")):
+        m = _PART.match(p.name)
+        if not m or not p.is_file() or (of is not None and p.name != _part_name(of, m[1])):
+            continue
+        pid = int(m.group(1))
+        if 0 < pid <= _PID_MAX and pid != os.getpid() and not _alive(pid):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+_PID_MAX = 1 << 22  # Linux's ceiling; a larger number is no pid of ours (and os.kill overflows)
+
+
+def _part_name(path: Path, pid: str) -> str:
+    return f".{path.stem}.part-{pid}{path.suffix}"
 
 
 @contextlib.contextmanager
@@ -39,6 +82,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
         if tmp.exists():
             _fsync(tmp)
             os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None:  # a failed write() names no file: the user's one line should
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

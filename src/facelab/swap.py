@@ -6,6 +6,11 @@ hand with other options. Every stage is resumable, so running the same command a
 on where it stopped: finished stages are skipped, training continues toward its budget
 (iterations, or minutes recorded in swap.json), merging redoes frames only when the model
 or the options changed.
+
+A src video cut short keeps its readable frames and the swap goes on (a warning says where
+it broke); a src without any face stops at face extraction with one sentence saying so,
+on every run. `swap.json` also records the output written (`recorded_output`), so `eval`
+finds a result written elsewhere with `-o`.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facelab.errors import FacelabError
+from facelab.errors import FacelabError, PartialResult
 from facelab.faces.extract import FaceExtractReport, extract_faces
 from facelab.fsutil import read_json, write_json
 from facelab.merge.options import MergeOptions
@@ -203,10 +208,18 @@ def run_swap(ws: Workspace, opts: SwapOptions, reporter: Reporter = NULL,
             from fractions import Fraction
 
             fps = Fraction(opts.src_fps).limit_denominator(1001)
-        extract_frames(ws, "src", src_inputs, ExtractOptions(fps=fps), reporter)
+        try:
+            extract_frames(ws, "src", src_inputs, ExtractOptions(fps=fps), reporter)
+        except PartialResult as e:  # src's readable frames are training material enough
+            reporter.warn(str(e))
     extract_frames(ws, "dst", dst_inputs, reporter=reporter)
     for side in ("src", "dst"):
-        report.faces.append(extract_faces(ws, side, reporter=reporter))  # type: ignore[arg-type]
+        faces = extract_faces(ws, side, reporter=reporter)  # type: ignore[arg-type]
+        report.faces.append(faces)
+        if faces.unreadable and side == "dst":  # merge needs every dst frame
+            raise PartialResult(faces.unreadable_summary())
+        if faces.unreadable:
+            reporter.warn(faces.unreadable_summary())
     report.iteration, report.trained_minutes, report.preview = _train(ws, opts, reporter, stop)
     from facelab.merge.merger import merge
 
@@ -214,4 +227,31 @@ def run_swap(ws: Workspace, opts: SwapOptions, reporter: Reporter = NULL,
                    precision=opts.precision)
     report.merged_frames = merged.frames
     report.assembled = assemble(ws, AssembleOptions(format=fmt, output=opts.output), reporter)
+    _record_output(ws, opts.output)
     return report
+
+
+def _record_output(ws: Workspace, output: Path) -> None:
+    """Note in swap.json where the result went: relative to the workspace when inside it
+    (a workspace can move), else absolute."""
+    path = ws.root / STATE
+    try:
+        state = read_json(path)
+    except (OSError, ValueError):
+        state = {}
+    target = output.resolve()
+    try:
+        where = str(target.relative_to(ws.root.resolve()))
+    except ValueError:
+        where = str(target)
+    if state.get("output") != where:
+        write_json(path, {**state, "output": where})
+
+
+def recorded_output(ws: Workspace) -> Path | None:
+    """The result the last `swap` in this workspace wrote, if swap.json names one."""
+    try:
+        where = read_json(ws.root / STATE).get("output")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return ws.root / where if isinstance(where, str) and where else None

@@ -12,6 +12,7 @@ from typing import Literal
 
 from facelab.errors import FacelabError
 from facelab.fsutil import move_to_trash, timestamp
+from facelab.locks import LOCKS, describe, holder
 
 Side = Literal["src", "dst"]
 SIDES: tuple[Side, ...] = ("src", "dst")
@@ -109,12 +110,18 @@ class Workspace:
         return found[0]
 
     def clear(self) -> Path | None:
-        """Move everything but the trash into `.trash/<timestamp>/`, then re-create the layout.
+        """Move everything but the trash (and the lock files) into `.trash/<timestamp>/`,
+        then re-create the layout; refused while a stage holds a lock on the workspace.
 
         Returns the trash folder used, or None when there was nothing to move.
         """
         self.require()
-        items = [p for p in self.root.iterdir() if p.name != TRASH]
+        for lock in sorted((self.root / LOCKS).glob("*.lock")):
+            info = holder(self.root, lock.stem)
+            if info is not None:
+                raise FacelabError(f"Cannot clear {self.root}: it is in use by "
+                                   f"{describe(info)}; wait for it to end or stop it.")
+        items = [p for p in self.root.iterdir() if p.name not in (TRASH, LOCKS)]
         if not items:
             self.init()
             return None

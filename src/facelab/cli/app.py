@@ -1,4 +1,8 @@
-"""The root `facelab` command: common options, sub-command groups, entry point."""
+"""The root `facelab` command: common options, sub-command groups, entry point.
+
+Help is Click's plain layout through `helpformat.HelpFormatter` (`rich_markup_mode=None`,
+set here once for every command): it reads at 80 columns and when piped; see helpformat.
+"""
 
 from pathlib import Path
 
@@ -10,6 +14,7 @@ from facelab.cli import (
     eval_cmd,
     faces_cmd,
     faceset_cmd,
+    helpformat,
     merge_cmd,
     swap_cmd,
     train_cmd,
@@ -38,8 +43,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,  # Click's layout (helpformat), for every command and group
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+helpformat.install()
 app.add_typer(workspace_cmd.app, name="workspace")
 app.add_typer(video_cmd.app, name="video")
 faces_cmd.register(app)

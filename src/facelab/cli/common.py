@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import typer
 
 from facelab.cli.ui import RichReporter, err, error_line
-from facelab.errors import FacelabError
+from facelab.errors import FacelabError, os_error_message
 from facelab.workspace import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -96,10 +96,21 @@ def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callabl
                 return fn(*args, **kw)
             except FacelabError as e:
                 error_line(str(e))
-                if st.verbose and e.__cause__ is not None:  # the underlying error, on demand
-                    err.print(f"  caused by {type(e.__cause__).__name__}: {e.__cause__}",
+                cause = e.__cause__  # the underlying error on demand (a worker's traceback: no)
+                if (st.verbose and cause is not None
+                        and type(cause).__name__ != "_RemoteTraceback"):
+                    err.print(f"  caused by {type(cause).__name__}: {cause}",
                               highlight=False, markup=False)
                 raise typer.Exit(e.exit_code) from None
+            except OSError as e:  # the disk itself (full, read-only, ...), from any process
+                message = os_error_message(e)
+                if message is None:
+                    raise
+                error_line(message)
+                if st.verbose:
+                    err.print(f"  caused by {type(e).__name__}: {e}", highlight=False,
+                              markup=False)
+                raise typer.Exit(1) from None
             finally:
                 _current.pop()
 
@@ -107,6 +118,7 @@ def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callabl
             parameters=[*sig.parameters.values(), *_COMMON])
         kwargs.setdefault("epilog", CONSENT)
         kwargs.setdefault("help", paragraphs(fn.__doc__ or ""))
+        kwargs.setdefault("short_help", summary(kwargs["help"]))
         app.command(name, **kwargs)(wrapper)
         return fn
 
@@ -123,9 +135,16 @@ def paragraphs(doc: str) -> str:
     return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in parts)
 
 
+def summary(help: str) -> str:
+    """A command's line in its group's list: its help's whole first paragraph (Click would
+    cut it to the width, mid-sentence)."""
+    return help.split("\n\n", 1)[0].strip()
+
+
 def group(help: str) -> typer.Typer:
     """A command group whose help, like every command's, carries the consent line."""
-    return typer.Typer(help=help, epilog=CONSENT, no_args_is_help=True)
+    return typer.Typer(help=help, short_help=summary(help), epilog=CONSENT,
+                       no_args_is_help=True)
 
 
 def state() -> State:

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 def eval_cmd(
     result: Path | None = typer.Option(None, "--result", show_default=False, help=(
         "The swapped video, or a folder of merged frames (default: the workspace's "
-        "result.*).")),
+        "newest result: result.*, or the output `swap -o` recorded).")),
     src: Path | None = typer.Option(None, "--src", show_default=False, help=(
         "src's faces: a folder of aligned faces or images, or a video (default: "
         "data_src/aligned).")),

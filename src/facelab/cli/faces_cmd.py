@@ -10,8 +10,13 @@ from facelab.cli import faceset_cmd
 from facelab.cli.common import command, group, state
 from facelab.cli.options import build, flags, with_flags
 from facelab.cli.ui import out
-from facelab.errors import FacelabError
-from facelab.faces.extract import FaceExtractOptions, extract_faces, redo_deleted_debug
+from facelab.errors import FacelabError, PartialResult
+from facelab.faces.extract import (
+    FaceExtractOptions,
+    FaceExtractReport,
+    extract_faces,
+    redo_deleted_debug,
+)
 from facelab.faces.faceimage import read_meta
 from facelab.faces.importer import ImportReport, convert_png, import_dfl
 from facelab.workspace import Side
@@ -35,7 +40,11 @@ def extract(
 ) -> None:
     """Find every face in the data_src/ or data_dst/ frames, mark 68 landmarks and the head
     pose, and write aligned faces to data_<side>/aligned/<frame>_<i>.jpg with all metadata
-    inside. Reruns skip done frames."""
+    inside. Reruns skip done frames.
+
+    A frame that cannot be read is skipped and listed in data_<side>/aligned_unreadable.txt
+    (exit 3: the other frames' faces are kept); a side without a face in any frame is an
+    error that says so."""
     st = state()
     opts = build(FaceExtractOptions, given)
     if redo_deleted_debug_:
@@ -45,6 +54,7 @@ def extract(
         out.print(f"dst: redid {rep.processed_now} frames whose debug image was deleted "
                   f"({rep.faces_written} faces); {len(rep.without_face)} frames still have "
                   "no face.")
+        _refuse_unreadable(rep)
         return
     rep = extract_faces(st.ws, side, opts, st.reporter)
     if rep.trashed_to:
@@ -54,6 +64,14 @@ def extract(
     if side == "dst" and rep.without_face:
         out.print(f"{len(rep.without_face)} dst frames have no face; listed in "
                   f"{rep.missing_list}.")
+    _refuse_unreadable(rep)
+
+
+def _refuse_unreadable(rep: FaceExtractReport) -> None:
+    """Frames skipped as unreadable: one line and exit 3, as for a cut video (the faces
+    of the readable frames are kept)."""
+    if rep.unreadable:
+        raise PartialResult(rep.unreadable_summary())
 
 
 @command(faceset, "info")

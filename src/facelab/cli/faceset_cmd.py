@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from facelab.cli.common import command, state
+from facelab.cli.common import command, paragraphs, state, summary
 from facelab.cli.ui import out
 from facelab.errors import FacelabError
 from facelab.faceset import methods
@@ -21,7 +21,15 @@ from facelab.faceset.sort import sort_faceset
 from facelab.faceset.stats import faceset_stats
 
 SIDE_HELP = "src or dst (data_<side>/aligned); or give --dir."
-METHOD_HELP = "; ".join(f"{m.name}: {m.doc.rstrip('.')}" for m in methods.METHODS.values())
+
+
+def _method_doc(m: methods.Method) -> str:
+    """A sort method's first paragraph (its first line alone may stop mid-sentence)."""
+    return summary(paragraphs(m.order.__doc__ or "")) or m.doc
+
+
+METHOD_HELP = "; ".join(f"{m.name}: {_method_doc(m).rstrip('.')}"
+                        for m in methods.METHODS.values())
 
 
 def _side() -> str | None:
@@ -52,7 +60,7 @@ def add_commands(faceset: typer.Typer) -> None:
 
 def sort(
     side: str | None = _side(),
-    by: str = typer.Option(..., "--by", help=METHOD_HELP),
+    by: str | None = typer.Option(None, "--by", show_default=False, help=METHOD_HELP),
     target: int | None = typer.Option(None, "--target", help="final: how many faces to keep "
                                       "(default 2000).", show_default=False),
     folder: Path | None = _dir(),
@@ -62,8 +70,14 @@ def sort(
     """Reorder a faceset so that a viewer shows like faces together: files are renamed
     00000.jpg, 00001.jpg, … in the method's order (original names stay in the metadata:
     `faceset recover-names`); one-face and final move faces to the trash. Undo with
-    `faceset undo`."""
+    `faceset undo`. Without --by, lists the methods."""
     st = state()
+    if by is None:
+        out.print("Sort methods (give one with --by):", highlight=False)
+        for m in methods.METHODS.values():
+            out.print(f"  {m.name:<12} {_method_doc(m)}", highlight=False, soft_wrap=True)
+        raise FacelabError("No sort method given: choose one above with --by, e.g. "
+                           "`facelab sort src --by blur`.")
     rep = sort_faceset(_fs(side, folder), by, target, resume, st.reporter)
     if rep.resumed is not None:
         out.print(f"Finished the interrupted `{rep.resumed.command}` first.")
@@ -90,7 +104,8 @@ def add_debug(side: str | None = _side(), folder: Path | None = _dir()) -> None:
 
 def remove_debug(side: str | None = _side(), folder: Path | None = _dir()) -> None:
     """Delete the _debug.jpg overlays add-debug wrote (checked by their marker), only those."""
-    out.print(f"Removed {remove_debug_files(_fs(side, folder))} debug overlays.")
+    n = remove_debug_files(_fs(side, folder), state().reporter)
+    out.print(f"Removed {n} debug overlays.")
 
 
 def trash(files: list[Path] = typer.Argument(..., help="Faces of one faceset folder.")) -> None:

@@ -31,6 +31,9 @@ def merge_cmd(
     precision: str = typer.Option("auto", "--precision", help="The prediction's: auto (bf16 "
                                   "where this CPU measured it faster, cached; bf16/fp16 on a "
                                   "GPU), fp32 (exact), bf16 or fp16."),
+    force: bool = typer.Option(False, "--force", help="Merge every frame again (those of "
+                               "--frames when given), also those already made with this model "
+                               "and these options."),
     **given: Any,
 ) -> None:
     """Blend the model's src faces into every dst frame: data_dst/merged/<frame>.png. Frames
@@ -38,8 +41,8 @@ def merge_cmd(
     synthetic (metadata and an invisible watermark); then run `facelab video assemble`."""
     st = state()
     opts = build(MergeOptions, given)
-    rep = merger.merge(st.ws, model_name, opts, st.reporter, device=device, precision=precision,
-                       frames_spec=frames, debug=debug)
+    rep = merger.merge(st.ws, model_name, opts, st.reporter, device=device,
+                       precision=precision, frames_spec=frames, debug=debug, force=force)
     skipped = f", {rep.skipped} already done" if rep.skipped else ""
     out.print(f"Merged {rep.merged_now} frame(s) ({rep.faces} face(s), "
               f"{rep.frames_without_face} frame(s) without a face{skipped}) with model "

@@ -40,7 +40,9 @@ def clear(yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for co
 def info() -> None:
     """What each folder holds: videos, frame counts, faces, models."""
     inv = inventory(state().ws)
-    table = Table(title=f"workspace {inv.root}", show_header=True)
+    # the folder on a line of its own, whole (a table title would wrap it), named once
+    out.print(f"Workspace {inv.root.resolve()}", soft_wrap=True)
+    table = Table(show_header=True)
     table.add_column("item")
     table.add_column("holds", justify="right")
     for v in inv.videos:

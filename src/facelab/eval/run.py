@@ -181,6 +181,22 @@ def workspace_facts(ws: Workspace) -> dict[str, Any]:
     return facts
 
 
+def workspace_result(ws: Workspace) -> Path:
+    """The workspace's newest result: its result.* videos and the output the last `swap`
+    recorded in swap.json (it may lie outside, `swap -o OUT`)."""
+    from facelab.swap import recorded_output
+
+    found = [p for p in ws.root.glob("result.*") if is_video(p)]
+    swapped = recorded_output(ws)
+    if swapped is not None and swapped.is_file():
+        found.append(swapped)
+    if not found:
+        raise UnreadableInput(f"No result.* video in {ws.root} and no output recorded by "
+                              "`facelab swap`: run `facelab swap` or `facelab video "
+                              "assemble`, or pass --result FILE.")
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, str(p)))
+
+
 @dataclass
 class EvalInputs:
     """What to compare; None takes the workspace's own (result.*, data_src/aligned,
@@ -197,11 +213,7 @@ def resolve(ws: Workspace, inp: EvalInputs) -> EvalInputs:
     """Fill what was not given from the workspace; a missing input is one clear line."""
     result, src, dst = inp.result, inp.src, inp.dst
     if result is None:
-        found = sorted(p for p in ws.root.glob("result.*") if is_video(p))
-        if not found:
-            raise UnreadableInput(f"No result.* video in {ws.root}: run `facelab swap` or "
-                                  "`facelab video assemble`, or pass --result FILE.")
-        result = found[0]
+        result = workspace_result(ws)
     if src is None:
         src = ws.aligned_dir("src")
         if not src.is_dir():
@@ -226,13 +238,14 @@ def run_eval(ws: Workspace, inp: EvalInputs, opts: EvalOptions | None = None,
     from facelab.fsutil import write_json
 
     opts = opts or EvalOptions()
+    own = inp.result is None  # the workspace's result: its facts describe the work behind it
     inp = resolve(ws, inp)
     assert inp.result and inp.dst and inp.out and inp.report
     load_frames(inp.result, 1)  # an unreadable result fails before the slow part
     ref = prepare(inp.dst, inp.src, opts, reporter)
     ev = evaluate(inp.result, ref, opts, reporter)
     ev.inputs["src"] = str(inp.src)
-    if inp.result.parent == ws.root or inp.result == ws.merged_dir:
+    if own or inp.result.parent == ws.root or inp.result == ws.merged_dir:
         ev.summary.update(workspace_facts(ws))
     write_json(inp.out, ev.to_json())
     write_report(inp.report, ev)

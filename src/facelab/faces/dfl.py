@@ -52,8 +52,12 @@ _DTYPES = {"b1", *(f"{k}{n}" for k, ns in (("i", "1248"), ("u", "1248"), ("f", "
 _REFUSED_OPS = {"PERSID": "a persistent object", "BINPERSID": "a persistent object",
                 "EXT1": "an extension code", "EXT2": "an extension code",
                 "EXT4": "an extension code", "INST": "an instance", "OBJ": "an instance"}
-_FACE_TYPES = {"half_face": "half", "midfull_face": "mid-full", "mid_full_face": "mid-full",
-               "full_face": "full", "whole_face": "whole-face", "head": "head"}
+# DeepFaceLab's face type names (FaceType.toString) and facelab's own, each with and without
+# "_face", "-" or "_": every spelling the refusal message lists is one that is read
+_FACE_TYPES = {"half": "half", "midfull": "mid-full", "full": "full", "whole": "whole-face",
+               "head": "head"}
+READABLE_FACE_TYPES = ("half_face, midfull_face, full_face, whole_face, head, or facelab's "
+                       "half, mid-full, full, whole-face")
 _ORDERS = ("<", ">", "|", "=")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _APP15 = 0xEF  # DeepFaceLab's pickle
@@ -332,6 +336,15 @@ def _mask(value: Any, label: object) -> np.ndarray | None:
         raise FacelabError(f"{label}: the DeepFaceLab xseg mask is not a readable image.") from None
 
 
+def face_type_of(name: str) -> str | None:
+    """facelab's face type for a DeepFaceLab (`full_face`, `midfull_face`) or facelab
+    (`full`, `mid-full`) name, any case; None for one facelab cannot use (`mark_only`,
+    `head_no_align`, ...)."""
+    key = name.strip().lower().replace("-", "_")
+    key = key.removesuffix("_face").replace("_", "")
+    return _FACE_TYPES.get(key)
+
+
 def read_dfl(path: Path) -> DflFace:
     """The metadata of a DeepFaceLab aligned face (JPEG, or 1.0 PNG); pixels are not read."""
     path = Path(path)
@@ -348,9 +361,10 @@ def read_dfl(path: Path) -> DflFace:
     meta = _unpickle(payload, path)
 
     face_type = meta.get("face_type", "full_face")
-    if not isinstance(face_type, str) or face_type.lower() not in _FACE_TYPES:
+    ours = face_type_of(face_type) if isinstance(face_type, str) else None
+    if ours is None:
         raise FacelabError(f"{path}: DeepFaceLab face type {reprlib.repr(face_type)} is not "
-                           "one facelab reads (half, mid-full, full, whole-face, head).")
+                           f"one facelab reads ({READABLE_FACE_TYPES}).")
     if meta.get("landmarks") is None:
         raise FacelabError(f"{path}: DeepFaceLab metadata has no landmarks.")
     rect = _matrix(meta, "source_rect", (4,), path)
@@ -362,7 +376,7 @@ def read_dfl(path: Path) -> DflFace:
     if type(brows) not in (int, float) or not math.isfinite(brows):
         raise FacelabError(f"{path}: DeepFaceLab 'eyebrows_expand_mod' is not a number.")
     return DflFace(
-        face_type=_FACE_TYPES[face_type.lower()],
+        face_type=ours,
         landmarks=_matrix(meta, "landmarks", (68, 2), path),  # type: ignore[arg-type]
         source_landmarks=_matrix(meta, "source_landmarks", (68, 2), path),
         image_to_face_mat=_matrix(meta, "image_to_face_mat", (2, 3), path),

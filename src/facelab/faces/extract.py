@@ -3,7 +3,14 @@
 `faces.json` beside the frames records the settings and how many faces each frame gave,
 so a rerun skips done frames and `--redo-deleted-debug` knows which frames the user
 rejected by deleting their debug image. dst frames without a face are listed in
-`data_dst/aligned_missing.txt`.
+`data_dst/aligned_missing.txt`. A frame that cannot be read (cut short, not an image) is
+skipped, not recorded (a rerun tries it again), and listed in
+`data_<side>/aligned_unreadable.txt`: one bad frame no longer stops the run, and nothing of
+OpenCV's or libpng's reaches the terminal (`faces/framefile.py`). A side whose every frame
+was searched without a face raises `NoFaceFound`, one sentence naming the video.
+
+Extraction holds the lock `faces-<side>` (`locks.py`), so two runs on one side refuse each
+other, and first removes the temporary files a killed run left.
 
 With 2+ cores and 8+ frames the frames go to a pool of worker processes, each with its own
 Extractor (the ONNX Runtime and MediaPipe sessions are neither picklable nor fork-safe; the
@@ -19,27 +26,31 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cv2
 
+from facelab import locks
 from facelab.errors import FacelabError
 from facelab.executor import create_executor, default_workers
 from facelab.faces.debug import draw_debug
 from facelab.faces.extractor import Extractor, ExtractorOptions
 from facelab.faces.faceimage import write_face
+from facelab.faces.framefile import UnreadableFrame, quiet_opencv, read_frame
 from facelab.faces.mediapipe_runtime import quiet_env
-from facelab.fsutil import atomic_path, move_to_trash, read_json, write_json
+from facelab.faces.noface import FACES_STATE, NoFaceFound, no_face_message
+from facelab.fsutil import atomic_path, clean_stale_parts, move_to_trash, read_json, write_json
 from facelab.options import option
 from facelab.options import validate as check_options
 from facelab.progress import NULL, Reporter
-from facelab.video.frames import read_image
 from facelab.workspace import Side, Workspace, list_images
 
-STATE = "faces.json"
+STATE = FACES_STATE
 MISSING = "aligned_missing.txt"
+UNREADABLE = "aligned_unreadable.txt"
 SAVE_EVERY_S = 2.0
 MIN_POOL_FRAMES = 8  # below this, starting workers (≈ 1-2 s of model loading) is not worth it
 MAX_WORKERS = 2
@@ -83,6 +94,18 @@ class FaceExtractReport:
     without_face: list[str] = field(default_factory=list)
     trashed_to: Path | None = None
     missing_list: Path | None = None
+    unreadable: list[str] = field(default_factory=list)  # frames skipped: not decodable
+    unreadable_list: Path | None = None  # data_<side>/aligned_unreadable.txt, when any
+
+    def unreadable_summary(self) -> str:
+        """One sentence: how many frames could not be read, the first few, where all are
+        listed, and what to do."""
+        bad = self.unreadable
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        return (f"{len(bad)} of the {self.frames} {self.side} frames could not be read "
+                f"({shown}; listed in {self.unreadable_list}); the faces of the others were "
+                f"kept. Replace those files or extract the frames again (`facelab video "
+                f"extract {self.side} --force`), then run this again.")
 
 
 def _settings(opts: FaceExtractOptions) -> dict[str, Any]:
@@ -108,6 +131,11 @@ class _State:
         self._dirty = True
         if time.monotonic() - self._saved > SAVE_EVERY_S:
             self.save()
+
+    def forget(self, frame: str) -> None:
+        """A frame no longer readable (redo): a later run tries it again."""
+        if self.frames.pop(frame, None) is not None:
+            self._dirty = True
 
     def save(self) -> None:
         if self._dirty:  # a run that did nothing records nothing (not even its settings)
@@ -136,7 +164,7 @@ def _load_state(ws: Workspace, side: Side, opts: FaceExtractOptions) -> _State:
 def _trash_previous(ws: Workspace, side: Side) -> Path | None:
     root = ws.frames_dir(side)
     old = [*ws.aligned_dir(side).glob("*.jpg"), *ws.aligned_debug_dir(side).glob("*.jpg"),
-           root / STATE, root / MISSING]
+           root / STATE, root / MISSING, root / UNREADABLE]
     old = [p for p in old if p.exists()]
     if not old:
         return None
@@ -145,11 +173,31 @@ def _trash_previous(ws: Workspace, side: Side) -> Path | None:
     return trash
 
 
+def _lock(ws: Workspace, side: Side, reporter: Reporter) -> AbstractContextManager[None]:
+    return locks.stage(ws.root, f"faces-{side}", f"the {side} faces of this workspace",
+                       reporter)
+
+
+def _clean_leftovers(ws: Workspace, side: Side) -> None:
+    """Remove the temporary files (faces, debug frames, faces.json, the lists) that a
+    killed run left; the caller holds the side's lock."""
+    for folder in (ws.frames_dir(side), ws.aligned_dir(side), ws.aligned_debug_dir(side)):
+        clean_stale_parts(folder)
+
+
 def extract_faces(ws: Workspace, side: Side, opts: FaceExtractOptions | None = None,
                   reporter: Reporter = NULL) -> FaceExtractReport:
-    """Extract every face of every frame of `side` not yet done."""
+    """Extract every face of every frame of `side` not yet done. Unreadable frames are
+    skipped and listed (`report.unreadable`); NoFaceFound when no frame holds a face."""
     opts = opts or FaceExtractOptions()
     ws.require()
+    with _lock(ws, side, reporter):
+        _clean_leftovers(ws, side)
+        return _extract_faces(ws, side, opts, reporter)
+
+
+def _extract_faces(ws: Workspace, side: Side, opts: FaceExtractOptions,
+                   reporter: Reporter) -> FaceExtractReport:
     frames = list_images(ws.frames_dir(side))
     if not frames:
         raise FacelabError(f"data_{side}/ holds no frames: run `facelab video extract {side}`.")
@@ -161,10 +209,18 @@ def extract_faces(ws: Workspace, side: Side, opts: FaceExtractOptions | None = N
     debug = opts.debug if opts.debug is not None else side == "dst"
     _process(ws, side, todo, opts.extractor, state, opts, debug, report, reporter,
              f"faces {side}")
+    _finish(ws, side, state, report)
+    return report
+
+
+def _finish(ws: Workspace, side: Side, state: _State, report: FaceExtractReport) -> None:
+    """The lists beside the frames; NoFaceFound when every frame searched was faceless."""
     if side == "dst":
         report.missing_list = _write_missing(ws, state)
     report.without_face = sorted(n for n, c in state.frames.items() if c == 0)
-    return report
+    report.unreadable_list = _write_unreadable(ws, side, report.unreadable)
+    if state.frames and not any(state.frames.values()):
+        raise NoFaceFound(no_face_message(ws.frames_dir(side), len(state.frames)))
 
 
 def _workers(opts: FaceExtractOptions, frames: int) -> int:
@@ -175,11 +231,17 @@ def _workers(opts: FaceExtractOptions, frames: int) -> int:
     return default_workers(MAX_WORKERS)
 
 
+Result = tuple[int, list[Path], str | None]  # faces found, files written, why unreadable
+
+
 def _extract_frame(extractor: Extractor, frame_path: Path, aligned: Path,
-                   debug_dir: Path | None, quality: int) -> tuple[int, list[Path]]:
+                   debug_dir: Path | None, quality: int, pooled: bool = False) -> Result:
     """Read, detect, align and write one frame's faces (and debug image); the face count
-    and the files written."""
-    frame = read_image(frame_path)
+    and the files written, or why the frame cannot be read (nothing written)."""
+    try:
+        frame = read_frame(frame_path, silence_fd2=pooled)
+    except UnreadableFrame as e:
+        return 0, [], e.reason
     faces = extractor.run(frame)
     size = (frame.shape[1], frame.shape[0])
     written: list[Path] = []
@@ -192,7 +254,7 @@ def _extract_frame(extractor: Extractor, frame_path: Path, aligned: Path,
         with atomic_path(debug_dir / f"{frame_path.stem}.jpg") as tmp:
             cv2.imwrite(str(tmp), draw_debug(frame, faces), [cv2.IMWRITE_JPEG_QUALITY, 90])
         written.append(debug_dir / f"{frame_path.stem}.jpg")
-    return len(faces), written
+    return len(faces), written, None
 
 
 _WORKER: dict[str, Any] = {}
@@ -207,18 +269,20 @@ def _init_worker(options: ExtractorOptions, aligned: Path, debug_dir: Path | Non
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, "1")
         cv2.setNumThreads(1)
+    quiet_opencv()
     _WORKER.clear()
     extractor = Extractor(options)
-    _WORKER.update(extractor=extractor, aligned=aligned, debug_dir=debug_dir, quality=quality)
+    _WORKER.update(extractor=extractor, aligned=aligned, debug_dir=debug_dir, quality=quality,
+                   pooled=pooled)
     _ = extractor.detector, extractor.landmarker
 
 
-def _worker_frame(frame_path: Path) -> tuple[int, list[Path]]:
+def _worker_frame(frame_path: Path) -> Result:
     return _extract_frame(_WORKER["extractor"], frame_path, _WORKER["aligned"],
-                          _WORKER["debug_dir"], _WORKER["quality"])
+                          _WORKER["debug_dir"], _WORKER["quality"], _WORKER["pooled"])
 
 
-def _discard(result: tuple[int, list[Path]]) -> None:
+def _discard(result: Result) -> None:
     """A frame after a failed one was done ahead: delete what it wrote, so the disk
     matches the one-process path's."""
     for path in result[1]:
@@ -243,14 +307,30 @@ def _process(ws: Workspace, side: Side, frames: list[Path], options: ExtractorOp
               create_executor(workers, init=_init_worker, initargs=initargs, preload=PRELOAD,
                               pin=True) as ex):
             results = ex.map(_worker_frame, frames, discard=_discard)
-            for frame_path, (faces, _written) in zip(frames, results, strict=True):
-                state.mark(frame_path.name, faces)
-                report.processed_now += 1
+            for frame_path, (faces, _written, unreadable) in zip(frames, results, strict=True):
+                if unreadable is not None:  # not recorded: a rerun tries it again
+                    report.unreadable.append(frame_path.name)
+                    state.forget(frame_path.name)
+                else:
+                    state.mark(frame_path.name, faces)
+                    report.processed_now += 1
                 report.faces_written += faces
                 task.advance()
     finally:
         _WORKER.clear()  # the one-process path's models
         state.save()
+
+
+def _write_unreadable(ws: Workspace, side: Side, names: list[str]) -> Path | None:
+    """List this run's unreadable frames beside the frames; a list an earlier run wrote is
+    removed when none is left (facelab's own file, rewritten by every run)."""
+    path = ws.frames_dir(side) / UNREADABLE
+    if not names:
+        path.unlink(missing_ok=True)
+        return None
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{n}\n" for n in sorted(names)), encoding="utf-8")
+    return path
 
 
 def _write_missing(ws: Workspace, state: _State) -> Path:
@@ -268,6 +348,13 @@ def redo_deleted_debug(ws: Workspace, opts: FaceExtractOptions | None = None,
     aligned_trash/."""
     opts = opts or FaceExtractOptions()
     ws.require()
+    with _lock(ws, "dst", reporter):
+        _clean_leftovers(ws, "dst")
+        return _redo_deleted_debug(ws, opts, reporter)
+
+
+def _redo_deleted_debug(ws: Workspace, opts: FaceExtractOptions,
+                        reporter: Reporter) -> FaceExtractReport:
     state = _load_state(ws, "dst", opts)
     debug_dir = ws.aligned_debug_dir("dst")
     if not debug_dir.is_dir() or not state.frames:
@@ -284,6 +371,5 @@ def redo_deleted_debug(ws: Workspace, opts: FaceExtractOptions | None = None,
     move_to_trash(old, ws.aligned_trash_dir("dst"), aligned)
     sensitive = ExtractorOptions(**{**asdict(opts.extractor), "sensitive": True})
     _process(ws, "dst", redo, sensitive, state, opts, True, report, reporter, "redo dst")
-    report.missing_list = _write_missing(ws, state)
-    report.without_face = sorted(n for n, c in state.frames.items() if c == 0)
+    _finish(ws, "dst", state, report)
     return report

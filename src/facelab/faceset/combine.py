@@ -1,6 +1,7 @@
 """`faceset combine DIR... --to src`: copy several facesets of one person into one, bytes
 and metadata untouched; a name already taken gets `_1`, `_2`… Journaled: undo removes the
-copies (only while they are still exact copies of originals that still exist)."""
+copies (only while they are still exact copies of originals that still exist). Holds the
+target's lock; the folders read from are not locked (they are only read)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from facelab.errors import FacelabError
 from facelab.faces.faceimage import has_meta
-from facelab.faceset.folder import Faceset, is_debug
+from facelab.faceset.folder import Faceset, is_debug, locked
 from facelab.faceset.journal import Journal, Op, Phase, file_hash, unique
 from facelab.faceset.sort import rel
 from facelab.progress import NULL, Reporter
@@ -26,6 +27,11 @@ def combine(dirs: list[Path], fs: Faceset, reporter: Reporter = NULL) -> tuple[O
         if d.resolve() == fs.folder.resolve():
             raise FacelabError(f"{d} is the target faceset itself.")
     fs.folder.mkdir(parents=True, exist_ok=True)
+    with locked(reporter, fs):
+        return _combine(dirs, fs, reporter)
+
+
+def _combine(dirs: list[Path], fs: Faceset, reporter: Reporter) -> tuple[Op, int]:
     journal = Journal(fs)
     journal.require_clear(fs.arg)
     phase, taken, skipped = Phase("copy"), set(), 0

@@ -12,7 +12,7 @@ import numpy as np
 
 from facelab.errors import FacelabError
 from facelab.faces.faceimage import read_face
-from facelab.faceset.folder import DEBUG_HEAD, DEBUG_SUFFIX, Faceset, is_debug
+from facelab.faceset.folder import DEBUG_HEAD, DEBUG_SUFFIX, Faceset, is_debug, locked
 from facelab.fsutil import atomic_path
 from facelab.progress import NULL, Reporter
 
@@ -41,6 +41,11 @@ def debug_path(face: Path) -> Path:
 def add_debug(fs: Faceset, reporter: Reporter = NULL) -> int:
     """Write an overlay beside every face; returns how many. A file of that name that is
     not ours is left alone (and said so)."""
+    with locked(reporter, fs):
+        return _add_debug(fs, reporter)
+
+
+def _add_debug(fs: Faceset, reporter: Reporter) -> int:
     faces = fs.require_faces()
     written = 0
     with reporter.task("debug overlays", len(faces)) as task:
@@ -62,11 +67,12 @@ def add_debug(fs: Faceset, reporter: Reporter = NULL) -> int:
     return written
 
 
-def remove_debug(fs: Faceset) -> int:
+def remove_debug(fs: Faceset, reporter: Reporter = NULL) -> int:
     """Delete the overlays add-debug wrote (by their marker); returns how many."""
     if not fs.folder.is_dir():
         raise FacelabError(f"{fs.label} does not exist.")
-    gone = fs.debug_files()
-    for p in gone:
-        p.unlink()
-    return len(gone)
+    with locked(reporter, fs):
+        gone = fs.debug_files()
+        for p in gone:
+            p.unlink()
+        return len(gone)

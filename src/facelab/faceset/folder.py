@@ -3,14 +3,23 @@
 A workspace side means `data_<side>/aligned` with `data_<side>/aligned_trash` beside it; any
 other folder `DIR` gets `DIR_trash` beside it. Hidden files (the journal, the feature cache,
 temporaries) and our own debug overlays are never faces.
+
+Every command that changes a faceset holds its lock (`locked`): a workspace side's is
+`faces-<side>`, the lock face extraction holds too, so a sort never renames faces that an
+extraction is writing; any other folder has its own, inside it.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from facelab import locks
 from facelab.errors import FacelabError
+from facelab.fsutil import clean_stale_parts
+from facelab.progress import Reporter
 from facelab.workspace import SIDES, Workspace, list_images
 
 #: What `add-debug` writes right after the JPEG SOI: a COM segment naming its author, so
@@ -93,3 +102,31 @@ def resolve(ws: Workspace, side: str | None, folder: Path | None) -> Faceset:
                            f"Unknown faceset '{side}': use src, dst or --dir DIR.")
     ws.require()
     return Faceset(ws.aligned_dir(side), f"data_{side}/aligned", side)  # type: ignore[arg-type]
+
+
+JOURNAL_DIR = ".facelab-journal"  # journal.JOURNAL (journal imports this module)
+
+
+def _lock_of(folder: Path) -> tuple[Path, str, str]:
+    """(root, name, what) of the lock guarding `folder`."""
+    path = folder.resolve()
+    if path.name == "aligned" and path.parent.name in ("data_src", "data_dst"):
+        side = path.parent.name.removeprefix("data_")
+        return path.parent.parent, f"faces-{side}", f"data_{side}/aligned (the {side} faceset)"
+    return path, "faceset", f"the faceset {folder}"
+
+
+@contextlib.contextmanager
+def locked(reporter: Reporter, *facesets: Faceset) -> Iterator[None]:
+    """Hold the lock of each faceset for the block (one writer per faceset; refused in
+    one line while another run holds one), then remove the temporary files a killed run
+    left in them (its features cache, copies, journal plans)."""
+    with contextlib.ExitStack() as stack:
+        for fs in facesets:
+            root, name, what = _lock_of(fs.folder)
+            stack.enter_context(locks.stage(root, name, what, reporter))  # re-entrant
+        for fs in facesets:
+            clean_stale_parts(fs.folder)
+            clean_stale_parts(fs.folder / JOURNAL_DIR, recursive=True)
+            clean_stale_parts(fs.trash)
+        yield

@@ -33,11 +33,11 @@ from typing import Any
 
 from facelab.errors import FacelabError
 from facelab.faces.faceimage import read_meta, update_meta
-from facelab.faceset.folder import Faceset
+from facelab.faceset.folder import JOURNAL_DIR, Faceset
 from facelab.fsutil import atomic_path, read_json, timestamp, write_json
 from facelab.progress import NULL, Reporter
 
-JOURNAL = ".facelab-journal"
+JOURNAL = JOURNAL_DIR
 KINDS = ("move", "meta", "copy")
 _LINE = re.compile(r"(do|undo) \d+|done|undone")
 

@@ -1,4 +1,5 @@
-"""Journaled curation besides sorting: trash, restore, recover-names, undo."""
+"""Journaled curation besides sorting: trash, restore, recover-names, undo; each holds the
+faceset's lock (`folder.locked`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 from facelab.errors import FacelabError
 from facelab.faceset.features import load_features
-from facelab.faceset.folder import Faceset, from_trash
+from facelab.faceset.folder import Faceset, from_trash, locked
 from facelab.faceset.journal import Journal, Op, Phase, unique
 from facelab.faceset.sort import plan_renames, rel
 from facelab.progress import NULL, Reporter
@@ -30,14 +31,15 @@ def trash_files(files: list[Path], reporter: Reporter = NULL) -> Op:
     """Move faces of one faceset folder to its trash (journaled: undo brings them back)."""
     folder = _one_folder(files, "trash")
     fs = Faceset(folder, str(folder), f"--dir {folder}")
-    journal = Journal(fs)
-    journal.require_clear(fs.arg)
-    phase, taken = Phase("move"), set()
-    for f in dict.fromkeys(p.resolve() for p in files):
-        dest = unique(fs.trash / f.name, taken)
-        taken.add(dest.name)
-        phase.steps.append([rel(f), rel(dest)])
-    return journal.run(f"trash {len(phase.steps)} files", [phase], reporter)
+    with locked(reporter, fs):
+        journal = Journal(fs)
+        journal.require_clear(fs.arg)
+        phase, taken = Phase("move"), set()
+        for f in dict.fromkeys(p.resolve() for p in files):
+            dest = unique(fs.trash / f.name, taken)
+            taken.add(dest.name)
+            phase.steps.append([rel(f), rel(dest)])
+        return journal.run(f"trash {len(phase.steps)} files", [phase], reporter)
 
 
 def restore_files(files: list[Path] | None, fs: Faceset | None = None,
@@ -46,12 +48,18 @@ def restore_files(files: list[Path] | None, fs: Faceset | None = None,
     a name taken meanwhile gets a `_1` suffix. None when the trash is empty."""
     if files is None:
         assert fs is not None
+    else:
+        fs = from_trash(_one_folder(files, "restore"))
+    with locked(reporter, fs):
+        return _restore(files, fs, reporter)
+
+
+def _restore(files: list[Path] | None, fs: Faceset, reporter: Reporter) -> Op | None:
+    if files is None:
         files = sorted(p for p in fs.trash.iterdir() if p.is_file()) \
             if fs.trash.is_dir() else []
         if not files:
             return None
-    else:
-        fs = from_trash(_one_folder(files, "restore"))
     journal = Journal(fs)
     journal.require_clear(fs.arg)
     phase, taken = Phase("move"), set()
@@ -65,6 +73,11 @@ def restore_files(files: list[Path] | None, fs: Faceset | None = None,
 def recover_names(fs: Faceset, resume: bool = False, reporter: Reporter = NULL) -> Op | None:
     """Rename every face back to the name it had at extraction (two faces claiming one name:
     the second gets `_1`). None when every name is already right."""
+    with locked(reporter, fs):
+        return _recover_names(fs, resume, reporter)
+
+
+def _recover_names(fs: Faceset, resume: bool, reporter: Reporter) -> Op | None:
     journal = Journal(fs)
     if resume:
         journal.resume(reporter)
@@ -97,11 +110,13 @@ def undo(fs: Faceset, steps: int = 1, reporter: Reporter = NULL) -> list[Op]:
     """Undo the last `steps` operations (an interrupted one first)."""
     if steps < 1:
         raise FacelabError("--steps must be at least 1.")
-    done = Journal(fs).undo(steps, reporter)
+    with locked(reporter, fs):
+        done = Journal(fs).undo(steps, reporter)
     if not done:
         raise FacelabError(f"{fs.label} has nothing to undo.")
     return done
 
 
 def resume(fs: Faceset, reporter: Reporter = NULL) -> Op | None:
-    return Journal(fs).resume(reporter)
+    with locked(reporter, fs):
+        return Journal(fs).resume(reporter)

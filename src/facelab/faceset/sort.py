@@ -11,7 +11,7 @@ from facelab.errors import FacelabError
 from facelab.faceset import methods
 from facelab.faceset.features import FaceRecord, load_features
 from facelab.faceset.final import DEFAULT_TARGET
-from facelab.faceset.folder import Faceset
+from facelab.faceset.folder import Faceset, locked
 from facelab.faceset.journal import Journal, Op, Phase, unique
 from facelab.progress import NULL, Reporter
 
@@ -89,6 +89,12 @@ def sort_faceset(fs: Faceset, by: str, target: int | None = None, resume: bool =
         raise FacelabError("--target applies to --by final only.")
     if target is not None and target < 1:
         raise FacelabError("--target must be at least 1.")
+    with locked(reporter, fs):
+        return _sort(fs, by, method, target, resume, reporter, jobs)
+
+
+def _sort(fs: Faceset, by: str, method: methods.Method, target: int | None, resume: bool,
+          reporter: Reporter, jobs: int | None) -> SortReport:
     journal = Journal(fs)
     resumed = journal.resume(reporter) if resume else None
     journal.require_clear(fs.arg)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from facelab.faceset.features import column, load_features
-from facelab.faceset.folder import Faceset
-from facelab.fsutil import atomic_path
+from facelab.faceset.folder import Faceset, locked
+from facelab.fsutil import atomic_path, clean_stale_parts
 from facelab.progress import NULL, Reporter
 
 STEP = 5.0  # degrees per coverage cell
@@ -47,7 +47,16 @@ def _cells(pose: np.ndarray) -> set[tuple[int, int]]:
 def faceset_stats(fs: Faceset, src: Faceset | None, dst: Faceset | None, plot: Path,
                   reporter: Reporter = NULL) -> StatsReport:
     """Stats of `fs`; `src`/`dst` (either may be `fs` itself or None) feed the lacking
-    angles. Writes the plot to `plot`."""
+    angles. Writes the plot to `plot`. Holds the lock of every faceset it reads (their
+    feature caches are written, and a sort must not rename faces under it)."""
+    others = [o for o in (src, dst) if o is not None and o.folder.is_dir()]
+    with locked(reporter, fs, *others):
+        clean_stale_parts(plot.parent, of=plot)
+        return _stats(fs, src, dst, plot, reporter)
+
+
+def _stats(fs: Faceset, src: Faceset | None, dst: Faceset | None, plot: Path,
+           reporter: Reporter) -> StatsReport:
     me = _side(fs, reporter)
     sides = {}
     for name, other in (("src", src), ("dst", dst)):

@@ -4,14 +4,18 @@ Frames without a face are written unchanged, so the merged count always matches 
 source. Every PNG written carries the provenance mark (no option omits it). Work is spread
 over a process pool (each worker loads the model once, one thread each); frames are
 streamed in chunks of a few whose faces are predicted as one batch, a few chunks in flight
-per worker. A rerun with the same options and model skips the
-frames already written; different options or a newer save redo them all. A family whose
-`ModelInfo.needs_mesh` (meshswap) also gets each dst face's FaceMesh mesh, in its crop's
-pixels, and pose; for the others no per-face work is added.
+per worker. A family whose `ModelInfo.needs_mesh` (meshswap) also gets each dst face's
+FaceMesh mesh, in its crop's pixels, and pose; for the others no per-face work is added.
+
+A rerun skips the frames already made with the same model and options and makes the others
+again, whatever the last run was killed in (`merge/resume.py` records each frame's
+settings); one merge at a time per workspace (the `merge` lock), and the temporary files
+of a killed one are removed at the start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -21,16 +25,18 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facelab import locks
 from facelab.device import choose_precision, resolve_device
 from facelab.errors import FacelabError
 from facelab.executor import create_executor, default_workers
 from facelab.faces.faceimage import FaceMeta
 from facelab.faces.facetype import FaceType, face_transform, transform_points
-from facelab.fsutil import read_json, temp_sibling, write_json
+from facelab.fsutil import clean_stale_parts, temp_sibling
 from facelab.merge.compose import Placed, merge_face
 from facelab.merge.jobs import FaceJob, dst_faces, dst_fps, dst_frames, face_jobs, without_mesh
 from facelab.merge.options import MergeOptions
 from facelab.merge.predictor import ModelInfo, Predictor, load_predictor, model_info
+from facelab.merge.resume import SAVE_EVERY_S, MergeRecord, frame_done
 from facelab.progress import Reporter
 from facelab.provenance.mark import Mark
 from facelab.provenance.png import png_bytes_with_mark
@@ -38,9 +44,8 @@ from facelab.provenance.watermark import mark_frame
 from facelab.video.frames import read_image
 from facelab.workspace import Workspace
 
-STATE_FILE = "merge.json"  # in merged/: what the frames there were made with
 BATCH_FRAMES = 4  # frames per pool item, their faces predicted as one batch
-_IEND = b"\0\0\0\0IEND\xaeB`\x82"  # the last chunk of every PNG
+DEBUG_DIR = "merged_debug"  # in data_dst/: dst | prediction | mask | result per face
 
 
 @dataclass
@@ -258,6 +263,10 @@ def _put(path: Path, data: bytes) -> None:
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None:  # a failed write() names no file: name the output
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -280,12 +289,22 @@ def _settings(info: ModelInfo, opts: MergeOptions, precision: str) -> dict[str, 
 
 def merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter,
           device: str = "auto", frames_spec: str | None = None, debug: bool = False,
-          workers: int | None = None, precision: str = "auto") -> MergeReport:
+          workers: int | None = None, precision: str = "auto", force: bool = False
+          ) -> MergeReport:
     """Merge the dst frames with model `model_name`; returns what was done. `precision` of
     the prediction: auto = bf16 on a CPU where it measured faster (1.56× less CPU per face
-    for quick96 here, 61 dB from fp32's output), on a GPU bf16/fp16; fp32 = exact."""
+    for quick96 here, 61 dB from fp32's output), on a GPU bf16/fp16; fp32 = exact. `force`
+    remakes the chosen frames even where made with these settings."""
     opts.validate()
     ws.require()
+    with locks.stage(ws.root, "merge", "the merge of this workspace", reporter):
+        return _merge(ws, model_name, opts, reporter, device, frames_spec, debug, workers,
+                      precision, force)
+
+
+def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter,
+           device: str, frames_spec: str | None, debug: bool, workers: int | None,
+           precision: str, force: bool) -> MergeReport:
     info = model_info(ws.model_dir, model_name)
     if opts.mode == "auto":  # the family's: a shaded meshswap face brings dst's light itself
         opts = dataclasses.replace(opts, mode=info.blend)
@@ -306,17 +325,20 @@ def merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter
 
     out_dir = ws.merged_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    all_debug = ws.frames_dir("dst") / DEBUG_DIR
+    for d in (out_dir, ws.merged_mask_dir, all_debug):  # what a killed merge was writing
+        clean_stale_parts(d)
     mask_dir = ws.merged_mask_dir if opts.export_alpha else None
-    debug_dir = ws.frames_dir("dst") / "merged_debug" if debug else None
+    debug_dir = all_debug if debug else None
     for d in (mask_dir, debug_dir):
         if d is not None:
             d.mkdir(parents=True, exist_ok=True)
     precision = choose_precision(precision, resolve_device(device))[0]
-    settings = _settings(info, opts, precision)
-    state_path = out_dir / STATE_FILE
-    same = _read_state(state_path) == settings
-    todo = [p for p in frames if not (same and _done(p, out_dir, mask_dir, debug_dir))]
-    write_json(state_path, settings)
+    made = MergeRecord(out_dir, _settings(info, opts, precision))
+    todo = [p for p in frames if force
+            or not (made.current(p.stem) and frame_done(p, out_dir, mask_dir, debug_dir))]
+    made.forget([p.stem for p in todo])  # until remade, none of them counts as done
+    made.save()
     report = MergeReport(frames=len(frames), skipped=len(frames) - len(todo),
                          model_id=info.model_id, out_dir=out_dir)
     report.frames_without_face = sum(1 for p in frames if not jobs.get(p.name))
@@ -325,44 +347,25 @@ def merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter
     items = [(p, jobs.get(p.name, [])) for p in todo]
     n_workers = workers if workers is not None else _default_workers(len(items), device)
     with reporter.task("Merging dst frames", len(items)) as task:
-        def record(results: list[tuple[int, list[Path]]]) -> None:
-            for faces, written in results:
-                _sync(written)
-                report.merged_now += 1
-                report.faces += faces
-                task.advance()
-
         chunks = [items[i:i + BATCH_FRAMES] for i in range(0, len(items), BATCH_FRAMES)]
         threads = default_workers() if n_workers <= 1 else 1  # in-process: every core
-        with create_executor(n_workers, init=_init, initargs=(setup, threads),
-                             preload=("facelab.merge.merger",)) as ex:
-            for results in ex.map(_work, chunks):
-                record(results)
+        try:
+            with create_executor(n_workers, init=_init, initargs=(setup, threads),
+                                 preload=("facelab.merge.merger",)) as ex:
+                for chunk, results in zip(chunks, ex.map(_work, chunks), strict=True):
+                    for (frame, _), (faces, written) in zip(chunk, results, strict=True):
+                        _sync(written)
+                        made.record(frame.stem)
+                        report.merged_now += 1
+                        report.faces += faces
+                        task.advance()
+                    made.save(every=SAVE_EVERY_S)
+        except BaseException:
+            with contextlib.suppress(OSError):  # the error that stopped the run says more
+                made.save()
+            raise
+        made.save()
     return report
-
-
-def _read_state(path: Path) -> Any:
-    try:
-        return read_json(path)
-    except (OSError, ValueError):
-        return None
-
-
-def _done(frame: Path, out_dir: Path, mask_dir: Path | None, debug_dir: Path | None) -> bool:
-    stem = frame.stem
-    return (_complete_png(out_dir / f"{stem}.png")
-            and (mask_dir is None or _complete_png(mask_dir / f"{stem}.png"))
-            and (debug_dir is None or (debug_dir / f"{stem}.jpg").exists()))
-
-
-def _complete_png(path: Path) -> bool:
-    """The file ends in PNG's IEND chunk (an empty or cut file after a power cut does not)."""
-    try:
-        with path.open("rb") as f:
-            f.seek(-len(_IEND), os.SEEK_END)
-            return f.read() == _IEND
-    except OSError:  # missing, or shorter than the chunk
-        return False
 
 
 def _default_workers(items: int, device: str) -> int:

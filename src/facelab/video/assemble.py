@@ -1,7 +1,9 @@
 """Last stage: merged frames to `result.<ext>` with dst's frame rate, frame count and audio.
 
-The output is written under a temporary name and renamed when complete. Frames are read
-in parallel (OpenCV releases the GIL) ahead of the encoder, a bounded number at a time.
+The output is written under a temporary name and renamed when complete; a run removes the
+temporary file a killed run left (its pid is dead) and holds the workspace's `assemble`
+lock. Frames are read in parallel (OpenCV releases the GIL) ahead of the encoder, a
+bounded number at a time.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from facelab import locks
 from facelab.errors import FacelabError
-from facelab.fsutil import atomic_path, move_to_trash, read_json
+from facelab.fsutil import atomic_path, clean_stale_parts, move_to_trash, read_json
 from facelab.progress import NULL, Reporter
 from facelab.provenance import Mark, read_mark, video_metadata
 from facelab.provenance.image import MARKABLE
@@ -143,6 +146,15 @@ def assemble(ws: Workspace, opts: AssembleOptions | None = None, reporter: Repor
         raise FacelabError(f"Unknown format {opts.format!r}: choose {', '.join(FORMATS)}.")
     fmt = FORMATS[opts.format]
     options, bit_rate = _encoder_settings(fmt, opts.crf, opts.bitrate_mbps)
+    with locks.stage(ws.root, "assemble", "the result video of this workspace", reporter):
+        return _assemble(ws, opts, fmt, options, bit_rate, reporter)
+
+
+def _assemble(ws: Workspace, opts: AssembleOptions, fmt: OutputFormat,
+              options: dict[str, str], bit_rate: int | None, reporter: Reporter
+              ) -> AssembleReport:
+    output = opts.output or ws.root / f"result.{fmt.ext}"
+    clean_stale_parts(output.parent, of=output)  # a killed run's half-written result
     if not ws.video_json.is_file():
         raise FacelabError(
             f"No {ws.video_json.relative_to(ws.root)}: run `facelab video extract dst` first "
@@ -154,7 +166,6 @@ def assemble(ws: Workspace, opts: AssembleOptions | None = None, reporter: Repor
     if not frames:
         raise FacelabError(f"{frames_dir} holds no frames: run `facelab merge` first.")
     width, height = frame_sizes(frames)
-    output = opts.output or ws.root / f"result.{fmt.ext}"
     report = AssembleReport(output, len(frames), info.fps, width, height, None)
     # merged frames say they are synthetic; the video says so too (never optional)
     report.mark = read_mark(frames[0]) if frames[0].suffix.lower() in MARKABLE else None

@@ -3,6 +3,8 @@
 Copying packets would start the cut on the keyframe before `--from`; decoding and
 re-encoding keeps exactly the frames whose time lies in [from, to). The container stays
 the original's; one audio track goes along, in sync, copied where the container takes it.
+The cut is written under a temporary name beside it; a run removes the one a killed cut
+of the same file left (its pid is dead).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from av.video.frame import PictureType
 
 from facelab.errors import FacelabError, PartialResult
-from facelab.fsutil import atomic_path, move_to_trash, timestamp
+from facelab.fsutil import atomic_path, clean_stale_parts, move_to_trash, timestamp
 from facelab.progress import NULL, Reporter, Task
 from facelab.video.audio import AudioMux, audio_stream
 from facelab.video.frames import DecodeState, decode_video, ffmpeg_errors
@@ -83,6 +85,7 @@ def cut_video(source: Path, start: float = 0.0, end: float | None = None,
     info, audio_track, declared_frames = _check(source, start, end, audio_track,
                                                 bitrate_mbps)
     output = cut_path(source)
+    clean_stale_parts(output.parent, of=output)  # what a killed cut of this file left
     pad = (info.width % 2, info.height % 2)
     report = CutReport(source, output, 0.0, 0, info.fps, "", bitrate_mbps, audio_track,
                        None, padded=pad != (0, 0))

@@ -21,11 +21,14 @@ and costs less than reading and writing the PNG, so the run is I/O bound.
 Safety: each original moves (a rename) into data_dst/denoise_originals/ before its frame is
 replaced; the output is always computed from that original and renamed into place, so a
 crash loses nothing, reruns never compound, and `undo` puts the originals back.
-`denoise.json` records the factor and, while running, how far in-order work got.
+`denoise.json` records the factor and, while running, how far in-order work got. A run
+holds dst's frame lock (`video-dst`, shared with `video extract dst`) and first removes the
+temporary frames a killed run left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import deque
@@ -37,8 +40,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facelab import locks
 from facelab.errors import FacelabError
-from facelab.fsutil import move_to_trash, read_json, write_json
+from facelab.fsutil import clean_stale_parts, move_to_trash, read_json, write_json
 from facelab.progress import NULL, Reporter
 from facelab.video.frames import default_workers, read_image
 from facelab.workspace import Workspace, list_images
@@ -86,6 +90,17 @@ def _check(ws: Workspace, side: str) -> Path:
     return ws.frames_dir("dst")
 
 
+def _lock(ws: Workspace, reporter: Reporter) -> contextlib.AbstractContextManager[None]:
+    return locks.stage(ws.root, "video-dst", "data_dst/ (the dst frames)", reporter)
+
+
+def _remove_leftovers(frames: Path) -> None:
+    """A killed run's temporary frames (only a run holding the lock writes them) and JSON."""
+    clean_stale_parts(frames)
+    for p in frames.glob(f".*{_PART}.*"):
+        p.unlink(missing_ok=True)
+
+
 def _frame_names(frames: Path) -> list[str]:
     """Frames in data_dst/ plus any whose original moved away before a crash."""
     names = {p.name for p in list_images(frames)} | \
@@ -119,6 +134,13 @@ def denoise_frames(ws: Workspace, side: str = "dst", factor: int = DEFAULT_FACTO
     frames = _check(ws, side)
     if not MIN_FACTOR <= factor <= MAX_FACTOR:
         raise FacelabError(f"--factor must be {MIN_FACTOR} to {MAX_FACTOR} (got {factor}).")
+    with _lock(ws, reporter):
+        _remove_leftovers(frames)
+        return _denoise(ws, frames, factor, force, reporter, workers)
+
+
+def _denoise(ws: Workspace, frames: Path, factor: int, force: bool, reporter: Reporter,
+             workers: int | None) -> DenoiseReport:
     names = _frame_names(frames)
     if not names:
         raise FacelabError(f"No dst frames in {frames}: run `facelab video extract dst` first.")
@@ -173,6 +195,12 @@ def denoise_frames(ws: Workspace, side: str = "dst", factor: int = DEFAULT_FACTO
 def undo_denoise(ws: Workspace, side: str = "dst", reporter: Reporter = NULL) -> UndoReport:
     """Put the originals back; the denoised frames and the state move to the trash."""
     frames = _check(ws, side)
+    with _lock(ws, reporter):
+        _remove_leftovers(frames)
+        return _undo(ws, frames, reporter)
+
+
+def _undo(ws: Workspace, frames: Path, reporter: Reporter) -> UndoReport:
     originals_dir = frames / ORIGINALS
     originals = list_images(originals_dir)
     state_path = frames / STATE
@@ -186,7 +214,7 @@ def undo_denoise(ws: Workspace, side: str = "dst", reporter: Reporter = NULL) ->
             move_to_trash([frame], trash, ws.root)  # no-op when a crash left it missing
             os.replace(original, frame)
             task.advance()
-    leftovers = [*frames.glob(f".*{_PART}.*"), state_path]
+    leftovers = [state_path]
     if originals_dir.is_dir() and any(originals_dir.iterdir()):
         leftovers.append(originals_dir)  # something not an image: keep it, in the trash
     elif originals_dir.is_dir():

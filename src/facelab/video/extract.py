@@ -3,17 +3,21 @@
 A manifest (`frames.json`) records which input made which frames and whether it finished,
 so a rerun skips finished inputs and completes an interrupted one. For dst it also writes
 `video.json`: what `assemble` needs to rebuild a video with the same rate, size and audio.
+One run per side at a time (lock `video-<side>`, shared with denoise); a run removes the
+temporary files a killed one left in the frame folder.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from facelab import locks
 from facelab.errors import FacelabError, PartialResult
-from facelab.fsutil import move_to_trash, read_json, write_json
+from facelab.fsutil import clean_stale_parts, move_to_trash, read_json, write_json
 from facelab.progress import NULL, Reporter
 from facelab.video.frames import (
     DecodeState,
@@ -30,6 +34,9 @@ from facelab.video.timecode import format_timecode
 from facelab.workspace import Side, Workspace, list_images
 
 MANIFEST = "frames.json"
+#: `ImageWriter`'s temporary frame names (`.00042.part.png`): no pid in them, but only a run
+#: holding the side's lock writes them, so under the lock any found are a killed run's.
+_FRAME_PART = re.compile(r"^\.\d+\.part\.(png|jpg)$")
 
 
 @dataclass
@@ -75,9 +82,26 @@ def extract_frames(ws: Workspace, side: Side, inputs: list[Path] | None = None,
         raise FacelabError("dst takes exactly one video (every frame of it is replaced).")
     for path in inputs:  # fail on a bad input before anything is written
         open_video(path).close()
+    with locks.stage(ws.root, f"video-{side}", f"data_{side}/ (the {side} frames)", reporter):
+        return _extract_frames(ws, side, inputs, opts, reporter)
 
+
+def remove_leftovers(out: Path) -> list[Path]:
+    """Delete what a killed run left half-written in the frame folder `out` (the caller
+    holds the side's lock): its temporary frames and JSON files."""
+    removed = clean_stale_parts(out)
+    for p in out.glob(".*.part.*") if out.is_dir() else []:
+        if _FRAME_PART.match(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _extract_frames(ws: Workspace, side: Side, inputs: list[Path], opts: ExtractOptions,
+                    reporter: Reporter) -> ExtractReport:
     out = ws.frames_dir(side)
     out.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out)
     report = ExtractReport(side, out)
     manifest_path = out / MANIFEST
     manifest = read_json(manifest_path) if manifest_path.exists() else None

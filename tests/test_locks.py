@@ -1,0 +1,131 @@
+"""One writer per workspace stage: a second process is refused in one line naming the
+holder, a lock left by a killed process is taken over (and said so), and a process may
+take a lock it holds again."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from facelab import locks
+from facelab.faces.faceimage import write_face
+from facelab.faceset.folder import Faceset
+from facelab.faceset.sort import sort_faceset
+from facelab.workspace import Workspace
+from tests.conftest import assert_one_line_error, run_facelab
+from tests.test_faceimage import face_image, make_meta
+from tests.test_leftovers import make_dst
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from facelab import locks
+with locks.hold(Path(sys.argv[1]), sys.argv[2], "it"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+TRY = """
+import sys
+from pathlib import Path
+from facelab import locks
+try:
+    with locks.hold(Path(sys.argv[1]), sys.argv[2], "it"):
+        print("free")
+except locks.Busy:
+    print("busy")
+"""
+
+
+@contextlib.contextmanager
+def holder(root: Path, name: str) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding lock `name` of `root` until the block ends (or it is killed)."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(root), name],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def kill9(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+
+
+def seen_by_another_process(root: Path, name: str) -> str:
+    res = subprocess.run([sys.executable, "-c", TRY, str(root), name], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def test_second_process_is_refused_and_a_killed_holders_lock_taken_over(tmp_path: Path) -> None:
+    with holder(tmp_path, "merge") as proc:
+        with pytest.raises(locks.Busy) as refused, \
+                locks.hold(tmp_path, "merge", "The merge of this workspace"):
+            pytest.fail("took a lock another live process holds")
+        msg = str(refused.value)
+        assert msg.startswith("The merge of this workspace is in use by `")
+        assert f"(pid {proc.pid} on " in msg and "\n" not in msg
+        assert (locks.holder(tmp_path, "merge") or {}).get("pid") == proc.pid
+        with locks.hold(tmp_path, "assemble", "another stage") as stale:  # other locks: free
+            assert stale is None
+        kill9(proc)
+        assert locks.holder(tmp_path, "merge") is None  # the kernel released its flock
+        with locks.hold(tmp_path, "merge", "The merge") as stale:
+            assert stale is not None and stale["pid"] == proc.pid
+            line = locks.took_over(stale)
+            assert f"(pid {proc.pid})" in line and "ended without releasing it" in line
+            assert seen_by_another_process(tmp_path, "merge") == "busy"
+    with locks.hold(tmp_path, "merge", "The merge") as stale:
+        assert stale is None  # released cleanly last time: nothing stale to report
+
+
+def test_reentrant_within_a_process(tmp_path: Path) -> None:
+    with locks.hold(tmp_path, "faces-src", "it") as outer:
+        assert outer is None
+        with locks.hold(tmp_path, "faces-src", "it") as inner:
+            assert inner is None
+        assert seen_by_another_process(tmp_path, "faces-src") == "busy"  # outer still holds
+    assert seen_by_another_process(tmp_path, "faces-src") == "free"
+
+
+def test_assemble_refused_while_held_then_takes_over_a_killed_holders_lock(
+        tmp_path: Path) -> None:
+    ws = make_dst(tmp_path / "ws").root
+    args = ("-w", ws, "video", "assemble", "--frames", ws / "data_dst")
+    with holder(ws, "assemble") as proc:
+        res = run_facelab(*args, timeout=120)
+        assert_one_line_error(res, "in use by", f"pid {proc.pid}")
+        assert not (ws / "result.mp4").exists()
+        kill9(proc)
+        res = run_facelab(*args, timeout=120)
+    assert res.rc == 0, res.err
+    assert f"Took over the lock left by `-c {ws} assemble` (pid {proc.pid})" in res.err
+    assert (ws / "result.mp4").is_file()
+
+
+def test_faceset_sort_refused_while_face_extraction_holds_the_side(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "ws")
+    ws.init()
+    aligned = ws.aligned_dir("src")
+    for i in range(2):
+        write_face(aligned / f"{i:05d}_0.jpg", face_image(64),
+                   make_meta(64, seed=i, original_name=f"{9 - i:05d}_0.jpg"))
+    before = sorted(p.name for p in aligned.iterdir())
+    with holder(ws.root, "faces-src") as proc:  # the lock `facelab extract src` holds
+        res = run_facelab("-w", ws.root, "sort", "src", "--by", "origname", timeout=120)
+        assert_one_line_error(res, "data_src/aligned", "in use by", f"pid {proc.pid}")
+        # the same folder named as --dir is the same faceset, under the same lock
+        with pytest.raises(locks.Busy, match=f"pid {proc.pid}"):
+            sort_faceset(Faceset(aligned, str(aligned), f"--dir {aligned}"), "origname")
+    assert sorted(p.name for p in aligned.iterdir()) == before
