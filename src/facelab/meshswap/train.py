@@ -22,7 +22,7 @@ import itertools
 import multiprocessing as mp
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,11 +45,14 @@ from facelab.train.loop import (
     Loop,
     TrainReport,
     check_intervals,
+    lr_note,
     out_of_memory_guard,
+    pick_lr,
 )
 from facelab.train.preview import loss_plot
 from facelab.train.run_options import TrainOptions, check_family_options
 from facelab.train.saved import SavedModel, read_saved
+from facelab.train.workers import quiet_worker, starting_workers
 from facelab.workspace import Workspace
 
 #: The refiner's Adam. DeepFaceLab's 5e-5 (train.step.LR) is for deep autoencoders from
@@ -141,6 +144,7 @@ def _setup(ws: Workspace, opts: TrainOptions, reporter: Reporter) -> _Setup:
         src = Faceset(ws.aligned_dir("src"), mso.resolution, mso.face_type)
         dst = Faceset(ws.aligned_dir("dst"), mso.resolution, mso.face_type)
         t0 = time.monotonic()
+        reporter.status(f"Indexing the {len(src)} src faces …")
         model = build(src, dst.metas, mso)
         reporter.info(f"Indexed {model.faces} src faces of {src.name} ({mso.resolution} px, "
                       f"{mso.face_type}) for {len(dst)} dst faces in "
@@ -148,15 +152,16 @@ def _setup(ws: Workspace, opts: TrainOptions, reporter: Reporter) -> _Setup:
     else:
         model = MeshSwapModel(mso, *model_counts(saved.doc.get("fixed_options") or {}))
     model.to(device)
-    lr = LR if opts.lr is None else opts.lr
     optimizer = (None if model.refiner is None
-                 else torch.optim.Adam(model.refiner.parameters(), lr=lr, betas=BETAS))
+                 else torch.optim.Adam(model.refiner.parameters(), lr=LR, betas=BETAS))
     if saved is not None:
+        reporter.status(f"Loading model {name!r} …")
         state = checkpoint.load(folder, name, model, optimizer, expected_arch=ARCH,
                                 fixed_options={**fixed_of(mso), **model.counts()},
                                 warn=reporter.warn)
-        for group in optimizer.param_groups if optimizer is not None else ():
-            group["lr"] = lr
+    lr = pick_lr(opts.lr, state, LR)
+    for group in optimizer.param_groups if optimizer is not None else ():
+        group["lr"] = lr
     it = int(state.get("iteration", 0))
     if model.refiner is not None and mso.target_iteration and it >= mso.target_iteration:
         raise FacelabError(
@@ -188,6 +193,7 @@ class _Batches(IterableDataset):
 
 
 def _worker_init(_: int) -> None:
+    quiet_worker()  # signals are the trainer's (train/workers.py)
     cv2.setNumThreads(1)  # the workers are the parallelism
     torch.set_num_threads(1)
 
@@ -201,15 +207,19 @@ def batches(model: MeshSwapModel, batch_size: int, seed: int, start: int,
         worker_init_fn=_worker_init, prefetch_factor=2 if workers > 0 else None,
         # spawn, as train.data's loader: a forked child can hang in OpenCV's thread pool
         multiprocessing_context=mp.get_context("spawn") if workers > 0 else None)
-    yield from loader
+    with starting_workers():  # they start with the iterator
+        stream = iter(loader)
+    yield from stream
 
 
 class _MeshSwap:
     """The meshswap family's part of a run (`loop.Family`): refiner steps, saves, previews."""
 
-    def __init__(self, setup: _Setup, opts: TrainOptions, start: int) -> None:
+    def __init__(self, setup: _Setup, opts: TrainOptions, start: int,
+                 warn: Callable[[str], None]) -> None:
         self.setup = setup
         self.opts = opts
+        self.warn = warn
         r = setup
         self.scaler = (torch.amp.GradScaler(r.device.type)
                        if needs_grad_scaler(r.device, r.precision) else None)
@@ -240,10 +250,29 @@ class _MeshSwap:
     def save(self, iteration: int, history: list[list[float]], backup: bool) -> None:
         r = self.setup
         doc = {"family": FAMILY, "iteration": iteration, "options": asdict(r.mso),
-               "history": history}
+               "history": history, **({"lr": self.lr} if r.optimizer is not None else {})}
         checkpoint.save(r.folder, r.name, r.model, r.optimizer, doc, arch=ARCH,
                         fixed_options={**fixed_of(r.mso), **r.model.counts()},
                         keep_backups=self.opts.keep_backups, backup=backup)
+
+    def rollback(self) -> int:
+        """Back to the last save (a new model's index is saved before the first step)."""
+        r, lr = self.setup, self.lr
+        state = checkpoint.load(r.folder, r.name, r.model, r.optimizer, expected_arch=ARCH,
+                                fixed_options={**fixed_of(r.mso), **r.model.counts()},
+                                warn=self.warn, restore_rng=False)
+        self.set_lr(lr)
+        return int(state.get("iteration", 0))
+
+    @property
+    def lr(self) -> float:
+        assert self.setup.optimizer is not None
+        return float(self.setup.optimizer.param_groups[0]["lr"])
+
+    def set_lr(self, lr: float) -> None:
+        assert self.setup.optimizer is not None
+        for group in self.setup.optimizer.param_groups:
+            group["lr"] = lr
 
     def preview(self, iteration: int, history: list[list[float]]) -> None:
         write_preview(self.preview_path, self.setup.model, self.opts.seed, history)
@@ -257,7 +286,7 @@ def _train(ws: Workspace, opts: TrainOptions, reporter: Reporter,
            stop: threading.Event | None, on_log: LogFn | None) -> TrainReport:
     r = _setup(ws, opts, reporter)
     start = int(r.state.get("iteration", 0))
-    family = _MeshSwap(r, opts, start)
+    family = _MeshSwap(r, opts, start, reporter.warn)
     m, mso = r.model, r.mso
 
     def report(iteration: int, stopped: bool, ms: float, losses: list[tuple[float, float]],
@@ -288,7 +317,8 @@ def _train(ws: Workspace, opts: TrainOptions, reporter: Reporter,
         f"{'Resuming' if r.resumed else 'Training'} model {r.name!r} (meshswap, {m.faces} src "
         f"faces at {mso.resolution} px, refiner {mso.refiner_dims} dims, "
         f"{mso.candidates} candidates) at iteration {start} on {describe(r.device)}, batch "
-        f"{mso.batch_size}, {r.precision} ({r.precision_reason}).")
+        f"{mso.batch_size}, {r.precision} ({r.precision_reason}){lr_note(family.lr, LR)}.")
+    reporter.status("Waiting for the first batch …")
     m.train()
     loop = Loop(family, opts, reporter, on_log, start=start,
                 history=list(r.state.get("history", [])), target=mso.target_iteration,

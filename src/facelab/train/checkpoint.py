@@ -6,7 +6,9 @@ renames `NAME_manifest.json` into place (the commit point) and only then renames
 files over the old ones; a load verifies every file against the manifest's sizes and sha256,
 finishes a committed save whose renames were cut short, and otherwise falls back to the
 newest intact backup in `NAME_backups/<iteration>/`. A kill -9 at any instant therefore
-leaves the last committed save (or a backup) loadable.
+leaves the last committed save (or a backup) loadable. Weights or optimizer moments that
+are not finite (a run that diverged) are refused before anything is written, so a save
+never holds NaN or inf and the last good one stays.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ Warn = Callable[[str], None]
 
 class _Damaged(Exception):
     """A save that does not verify; carries the reason for the warning."""
+
+
+class NonFinite(FacelabError):
+    """Refused to save: a weight or optimizer value is NaN or inf (nothing was written)."""
 
 
 def check_name(name: str) -> None:
@@ -102,6 +108,13 @@ def _join(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, list):
         return [_join(v, tensors) for v in obj]
     return obj
+
+
+def _check_finite(name: str, what: str, tensors: dict[str, torch.Tensor]) -> None:
+    for key, t in tensors.items():
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            raise NonFinite(f"Model {name!r} was not saved: {what} {key!r} holds NaN or inf "
+                            "(the training diverged); the last save is kept.")
 
 
 def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -190,6 +203,7 @@ def save(
     backup: bool = False,
 ) -> None:
     """Save atomically; with `backup`, also copy this save to `NAME_backups/<iteration>/`.
+    Raises `NonFinite` (writing nothing) when a weight or optimizer value is NaN or inf.
 
     `state` (options, iteration, loss history...) must be JSON-safe. The caller decides when
     a backup is due (e.g. every N iterations); only the newest `keep_backups` are kept.
@@ -198,6 +212,9 @@ def save(
     folder = Path(folder)
     opt_tensors: dict[str, torch.Tensor] = {}
     skeleton = _split(optimizer.state_dict(), "opt", opt_tensors) if optimizer else None
+    weights = _model_tensors(model)
+    _check_finite(name, "weight", weights)
+    _check_finite(name, "optimizer value", opt_tensors)
     doc = {
         "arch": arch,
         "fixed_options": fixed_options,
@@ -206,7 +223,7 @@ def save(
         "rng": _rng_state(),
     }
     blobs = {
-        f"{name}_weights.safetensors": st_save(_model_tensors(model)),
+        f"{name}_weights.safetensors": st_save(weights),
         f"{name}_optimizer.safetensors": st_save(opt_tensors),
         f"{name}_state.json": (json.dumps(doc) + "\n").encode("utf-8"),
     }

@@ -28,6 +28,7 @@ from facelab.faces.faceimage import FaceMeta, read_meta
 from facelab.faces.facetype import FaceType, face_transform, transform_points
 from facelab.faceset.folder import list_faces
 from facelab.train.warp import Augment, draw_augment, render, rng_for
+from facelab.train.workers import quiet_worker, starting_workers
 
 SRC_SCALE_LIMIT = 0.3  # the user's src face scale option, −30…30 %
 
@@ -67,10 +68,10 @@ class Faceset:
         self.resolution = int(resolution)
         self.face_type = FaceType.parse(str(face_type))
         self.paths = list_faces(self.folder)
-        if not self.paths:
-            side = self.folder.parent.name.removeprefix("data_")
-            side = side if side in ("src", "dst") else "src|dst"
-            raise FacelabError(f"{self.name} holds no faces: run `facelab extract {side}`.")
+        if not self.paths:  # "run extract", or, when it ran, that no frame held a face
+            from facelab.faces.noface import empty_faceset_message
+
+            raise FacelabError(empty_faceset_message(self.folder))
         self.metas: list[FaceMeta] = [read_meta(p) for p in self.paths]  # headers only: fast
         self.yaws = np.array([m.yaw for m in self.metas], np.float64)
         self._mats: dict[int, np.ndarray] = {}  # face_to_crop, filled as faces are used
@@ -247,7 +248,9 @@ class PairStream(IterableDataset):
 
 
 def _worker_init(_: int) -> None:
-    """One thread per worker: the workers are the parallelism, oversubscription only hurts."""
+    """One thread per worker: the workers are the parallelism, oversubscription only hurts.
+    Signals are the trainer's (train/workers.py)."""
+    quiet_worker()
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
@@ -276,7 +279,8 @@ def make_loader(src: Faceset, dst: Faceset | None, batch_size: int, options: Sam
         # mid-state and can hang on its first cv2 call (seen in the full test run)
         multiprocessing_context=mp.get_context("spawn") if workers > 0 else None,
     )
-    return _as_float(iter(loader))
+    with starting_workers():  # persistent workers start here
+        return _as_float(iter(loader))
 
 
 def _as_float(batches: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:

@@ -66,8 +66,9 @@ class TrainOptions:
     workers: int = option(2, range=(0, None), cli=False,
                           help="Processes preparing samples (0: in the training process).")
     lr: float | None = option(
-        None, above=0, cli=False, help="Adam's learning rate (default: the family's; SAE's is "
-        "DeepFaceLab's 5e-5, train.step.LR).")
+        None, above=0, help="Adam's learning rate, changeable on any run (default: the "
+        "model's, which a run lowers when its loss collapses, else 5e-5 for SAE models and "
+        "1e-3 for meshswap's refiner). Too high diverges: the run rolls back and halves it.")
 
     def __post_init__(self) -> None:
         self.validate()

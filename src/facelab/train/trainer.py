@@ -1,7 +1,10 @@
 """Training: `train` picks the model's family; here the SAE family's part of a run.
 
 The library never touches signals or prompts: a caller (the CLI) sets `stop` on Ctrl-C or
-SIGTERM and the loop saves and returns at the end of the current iteration. When to log,
+SIGTERM and the loop saves and returns at the end of the current iteration (the sample
+workers ignore both: the trainer decides, then ends them). One run at a time per model: the
+run holds the workspace lock `model-<name>`, and checks that the model folder is writable
+before it trains. When to log,
 preview, save and back up is loop.py's, shared with the meshswap family
 (facelab/meshswap/train.py). One SAE step (losses, precision, optimizer) lives in step.py;
 where and in which precision in facelab/device.py. `_setup` builds or resumes the model,
@@ -15,7 +18,9 @@ and decoders, as DeepFaceLab does; the pretrained save is kept as a backup.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from facelab import locks
 from facelab.device import (
     choose_precision,
     describe,
@@ -38,7 +44,10 @@ from facelab.train.loop import (
     Loop,
     TrainReport,
     check_intervals,
+    check_writable,
+    lr_note,
     out_of_memory_guard,
+    pick_lr,
 )
 from facelab.train.models import DEFAULT_PRESET, ModelOptions, build_model, preset
 from facelab.train.preview import fixed_faces, write_history, write_preview
@@ -124,8 +133,29 @@ def train(
     A meshswap model (`--preset meshswap`, or a save of that family) trains in
     facelab.meshswap.train through the same loop; every other model is SAE's. Running out
     of memory anywhere (building, loading, stepping) becomes one FacelabError line naming
-    what to reduce; the last save is untouched.
+    what to reduce; the last save is untouched. A second run on the same model while this
+    one runs (another process) is refused in one line (`locks.Busy`).
     """
+    name = opts.model_name
+    checkpoint.check_name(name)
+    folder = ws.model_dir
+    check_writable(folder, folder / f"{name}_backups", folder / f"{name}_history")
+    with contextlib.ExitStack() as held:
+        try:
+            stale = held.enter_context(locks.hold(ws.root, f"model-{name}", f"model '{name}'"))
+        except OSError as exc:
+            raise FacelabError(f"Cannot lock model {name!r} in {ws.root} "
+                               f"({exc.strerror or exc}).") from None
+        if stale:
+            reporter.info(f"Model {name!r} was left by a run that ended without finishing "
+                          f"(pid {stale.get('pid', '?')}); taking it over.")
+        held.callback(reporter.status, "")  # however it ends, its status line goes
+        return _train(ws, opts, reporter, stop, on_log)
+
+
+def _train(ws: Workspace, opts: TrainOptions, reporter: Reporter,
+           stop: threading.Event | None, on_log: LogFn | None) -> TrainReport:
+    """`train` once the model is this process's to write."""
     if _family(ws.model_dir, opts) == MESHSWAP:
         from facelab.meshswap.train import train_meshswap
 
@@ -157,6 +187,9 @@ class _Setup:
     state: dict[str, Any]  # the save's (iteration, history), or a new model's
     src_faces: Faceset
     dst_faces: Faceset
+    forward: nn.Module  # the model, or its torch.compile'd form
+    lr: float
+    fresh: bool  # not (yet) the model on disk: new, or just left pretraining
 
 
 def _setup(ws: Workspace, opts: TrainOptions, reporter: Reporter) -> _Setup:
@@ -173,20 +206,23 @@ def _setup(ws: Workspace, opts: TrainOptions, reporter: Reporter) -> _Setup:
                          random_flip=True)
     device = resolve_device(opts.device)
     precision, why = choose_precision(opts.precision, device)
+    reporter.status("Reading the faces …")
     src_faces, dst_faces = _facesets(ws, mo, opts)
 
-    lr = LR if opts.lr is None else opts.lr
+    reporter.status(f"{'Loading' if saved else 'Building'} model {name!r} …")
     torch.manual_seed(opts.seed)
     model = build_model(mo).to(device)
     forward = torch.compile(model) if opts.compile else model
-    step = TrainStep(model, mo, device, precision, lr=lr, forward=forward)  # type: ignore[arg-type]
+    step = TrainStep(model, mo, device, precision, forward=forward)  # type: ignore[arg-type]
     state: dict[str, Any] = {"iteration": 0, "history": []}
     if saved is not None:
         state = checkpoint.load(
             folder, name, model, step.optimizer, expected_arch=mo.arch,
             fixed_options=fixed_of(mo), warn=reporter.warn,
         )
-        step.set_lr(lr)
+    lr = pick_lr(opts.lr, state, LR)
+    step.set_lr(lr)
+    fresh = saved is None
     if state.get("pretrain") and not pretrain:
         done = int(state.get("iteration", 0))
         checkpoint.save(folder, name, model, step.optimizer, state, arch=mo.arch,
@@ -194,7 +230,7 @@ def _setup(ws: Workspace, opts: TrainOptions, reporter: Reporter) -> _Setup:
                         backup=True)
         _reinit_inter(model)
         step = TrainStep(model, mo, device, precision, lr=lr, forward=forward)  # type: ignore[arg-type]
-        state = {"iteration": 0, "history": []}
+        state, fresh = {"iteration": 0, "history": []}, True
         reporter.info(f"Leaving pretraining after {done} iterations (kept as a backup): "
                       "training the pair from iteration 0 with fresh inter layers.")
     it = int(state.get("iteration", 0))
@@ -204,16 +240,18 @@ def _setup(ws: Workspace, opts: TrainOptions, reporter: Reporter) -> _Setup:
             f"{mo.target_iteration}: raise --target-iteration or set 0 for unlimited."
         )
     return _Setup(folder, name, mo, pretrain, saved is not None, device, precision, why,
-                model, step, state, src_faces, dst_faces)
+                model, step, state, src_faces, dst_faces, forward, lr, fresh)
 
 
 class _Sae:
     """The SAE family's part of a run (`loop.Family`): batches from the sample loader,
     TrainStep, saves and the 5-row preview."""
 
-    def __init__(self, setup: _Setup, opts: TrainOptions, start: int) -> None:
+    def __init__(self, setup: _Setup, opts: TrainOptions, start: int,
+                 warn: Callable[[str], None]) -> None:
         self.setup = setup
         self.opts = opts
+        self.warn = warn
         mo, pretrain = setup.mo, setup.pretrain
         sample_opts = SampleOptions(
             random_warp=not pretrain, random_flip=mo.random_flip,
@@ -228,6 +266,11 @@ class _Sae:
                                        None if pretrain else opts.preview_dst)
         self.preview_path = setup.folder / f"{setup.name}_preview.png"
         self.history_dir = setup.folder / f"{setup.name}_history"
+        self.start = start
+        # where a collapse rolls back to before this run saves: the save it resumed, or
+        # (new, or just left pretraining) these weights with a fresh optimizer
+        self.initial = ({k: v.detach().cpu().clone() for k, v in setup.model.state_dict().items()}
+                        if setup.fresh else None)
 
     def step(self, iteration: int) -> tuple[float, float]:
         r = self.setup  # the loader's batches follow the iteration from `start` on
@@ -237,11 +280,33 @@ class _Sae:
     def save(self, iteration: int, history: list[list[float]], backup: bool) -> None:
         r = self.setup
         doc = {"iteration": iteration, "options": asdict(r.mo), "history": history,
-               "pretrain": r.pretrain, "family": FAMILY}
+               "pretrain": r.pretrain, "family": FAMILY, "lr": self.lr}
         checkpoint.save(
             r.folder, r.name, r.model, r.step.optimizer, doc, arch=r.mo.arch,
             fixed_options=fixed_of(r.mo), keep_backups=self.opts.keep_backups, backup=backup,
         )
+        self.initial = None  # from now on the save is where a collapse goes back to
+
+    def rollback(self) -> int:
+        r = self.setup
+        lr = self.lr
+        if self.initial is None:
+            state = checkpoint.load(r.folder, r.name, r.model, r.step.optimizer,
+                                    expected_arch=r.mo.arch, fixed_options=fixed_of(r.mo),
+                                    warn=self.warn, restore_rng=False)
+            r.step.set_lr(lr)
+            return int(state.get("iteration", 0))
+        r.model.load_state_dict(self.initial)
+        r.step = TrainStep(r.model, r.mo, r.device, r.precision, lr=lr,
+                           forward=r.forward)  # type: ignore[arg-type]
+        return self.start
+
+    @property
+    def lr(self) -> float:
+        return float(self.setup.step.optimizer.param_groups[0]["lr"])
+
+    def set_lr(self, lr: float) -> None:
+        self.setup.step.set_lr(lr)
 
     def preview(self, iteration: int, history: list[list[float]]) -> None:
         r = self.setup
@@ -261,14 +326,17 @@ def _run(setup: _Setup, opts: TrainOptions, reporter: Reporter, stop: threading.
     """Step the SAE model of `setup` through the shared loop; the report of the run."""
     r = setup
     start = int(r.state.get("iteration", 0))
-    family = _Sae(r, opts, start)
+    reporter.status(f"Starting {opts.workers} sample worker(s) …" if opts.workers
+                    else "Preparing samples …")
+    family = _Sae(r, opts, start, reporter.warn)
     reporter.info(
         f"{'Resuming' if start else 'Creating'} model {r.name!r} ({r.mo.preset}, "
         f"{r.mo.arch}, resolution {r.mo.resolution}) at iteration {start} on "
         f"{describe(r.device)}, batch {r.mo.batch_size}, {r.precision} "
-        f"({r.precision_reason})"
+        f"({r.precision_reason}){lr_note(r.lr, LR)}"
         f"{', pretraining on ' + r.src_faces.name if r.pretrain else ''}."
     )
+    reporter.status("Waiting for the first batch …")
     r.model.train()
     loop = Loop(family, opts, reporter, on_log, start=start,
                 history=list(r.state.get("history", [])), target=r.mo.target_iteration)
