@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 
@@ -26,6 +27,8 @@ from rich.text import Text
 
 from facelab.progress import STATUS_EVERY
 
+TASK_LOG_EVERY = 30.0  # seconds between a piped long step's progress lines
+
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -45,6 +48,39 @@ class _Advance:
             self._progress.advance(self._id, n)
 
 
+def log_every() -> float:
+    """Seconds between a piped long step's progress lines (FACELAB_PROGRESS_EVERY)."""
+    try:
+        return max(0.0, float(os.environ.get("FACELAB_PROGRESS_EVERY", TASK_LOG_EVERY)))
+    except ValueError:
+        return TASK_LOG_EVERY
+
+
+class _Logged:
+    """A long step's progress in a log: `description: done/total (rate/s, ETA)` every
+    `every` seconds, so a piped run (a job scheduler, `tee`) shows it is alive."""
+
+    def __init__(self, description: str, total: int | None, every: float) -> None:
+        self.description, self.total, self.every = description, total, every
+        self.done = 0
+        self.start = self.last = time.monotonic()
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        rate = self.done / max(now - self.start, 1e-9)
+        of = f"/{self.total}" if self.total else ""
+        eta = ""
+        if self.total and rate > 0:
+            left = max(self.total - self.done, 0) / rate
+            eta = f", ETA {int(left // 60)}:{int(left % 60):02d}"
+        err.print(f"{self.description}: {self.done}{of} ({rate:,.1f}/s{eta})", markup=False,
+                  soft_wrap=True)
+
+
 class RichReporter:
     """The library's Reporter, drawn with Rich on stderr (nothing drawn with --quiet)."""
 
@@ -56,8 +92,11 @@ class RichReporter:
 
     @contextlib.contextmanager
     def task(self, description: str, total: int | None) -> Iterator[_Advance]:
-        if self.quiet or not err.is_terminal:  # bars only for a person watching
+        if self.quiet:
             yield _Advance(None, None)
+            return
+        if not err.is_terminal:  # piped (a log): a line now and then, bars only for a person
+            yield _Logged(description, total, log_every())
             return
         self.end()  # one live display at a time: the bar replaces the status line
         self._bars = True

@@ -305,6 +305,7 @@ def merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter
 def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter,
            device: str, frames_spec: str | None, debug: bool, workers: int | None,
            precision: str, force: bool) -> MergeReport:
+    reporter.status(f"Reading model '{model_name}' and the dst faces …")  # a long dst: seconds
     info = model_info(ws.model_dir, model_name)
     if opts.mode == "auto":  # the family's: a shaded meshswap face brings dst's light itself
         opts = dataclasses.replace(opts, mode=info.blend)
