@@ -41,8 +41,8 @@ def flat(text: str) -> str:
 @pytest.mark.parametrize("command, classes, sentence", [
     (["train"], [TrainOptions, ModelOptions],
      "Supervise the decoder at several scales: can sharpen faster, costs some speed."),
-    (["merge"], [MergeOptions], "Merge every frame again, also those already made with this "
-                                "model and these options"),
+    (["merge"], [MergeOptions], "Merge every frame again (those of --frames when given), also "
+                                "those already made with this model and these options."),
 ])
 def test_option_help_reads_at_80_columns(command: list[str], classes: list[type],
                                          sentence: str) -> None:
