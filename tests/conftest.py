@@ -3,10 +3,12 @@ runner for the real `facelab` command in a subprocess."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,3 +109,27 @@ def assert_one_line_error(res: Result, *words: str) -> None:
     assert lines[0].startswith("error:"), lines[0]
     for w in words:
         assert w.lower() in lines[0].lower(), (w, lines[0])
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from facelab import locks
+with locks.hold(Path(sys.argv[1]), sys.argv[2], "it"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@contextlib.contextmanager
+def lock_holder(root: Path, name: str) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding lock `name` of workspace `root` until the block ends (or the
+    test kills it)."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(root), name], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()

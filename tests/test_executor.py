@@ -18,7 +18,6 @@ from facelab.errors import os_error_message
 from facelab.executor import (
     ProcessExecutor,
     SerialExecutor,
-    _alive,
     affinity_cores,
     cgroup_cpus,
     create_executor,
@@ -26,6 +25,7 @@ from facelab.executor import (
     parse_cfs,
     parse_cpu_max,
 )
+from facelab.fsutil import pid_alive
 from facelab.jpeg import JpegError
 from tests.conftest import ROOT
 
@@ -289,13 +289,13 @@ def test_a_killed_driver_not_yet_reaped_counts_as_gone() -> None:
     """The watcher's fallback (no pidfd) polls the driver: a zombie has ended."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        assert _alive(proc.pid)
+        assert pid_alive(proc.pid)
         proc.send_signal(signal.SIGKILL)
         end = time.monotonic() + 10
         while not _gone(proc.pid) and time.monotonic() < end:  # killed, not reaped
             time.sleep(0.02)
         assert _gone(proc.pid) and Path(f"/proc/{proc.pid}").exists()
-        assert not _alive(proc.pid)
+        assert not pid_alive(proc.pid)
     finally:
         proc.wait()
 

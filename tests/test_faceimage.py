@@ -61,6 +61,14 @@ def make_meta(size: int = SIZE, seed: int = 0, **kw) -> FaceMeta:
     return FaceMeta(**fields)
 
 
+def write_faces(folder: Path, count: int) -> None:
+    """`count` small faces in `folder`, each with metadata naming a different original
+    (so sorting by original name reverses them)."""
+    for i in range(count):
+        write_face(folder / f"{i:05d}_0.jpg", face_image(64),
+                   make_meta(64, seed=i, original_name=f"{9 - i:05d}_0.jpg"))
+
+
 def app0_end(jpeg: bytes) -> int:
     """Offset just past SOI + APP0 of an OpenCV-encoded JPEG (where facelab inserts)."""
     assert jpeg[2:4] == b"\xff\xe0"

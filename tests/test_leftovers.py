@@ -15,7 +15,6 @@ from pathlib import Path
 import av
 import numpy as np
 
-from facelab.faces.faceimage import write_face
 from facelab.faceset.folder import resolve
 from facelab.faceset.sort import sort_faceset
 from facelab.fsutil import clean_stale_parts
@@ -26,7 +25,7 @@ from facelab.video.denoise import denoise_frames
 from facelab.video.extract import extract_frames
 from facelab.workspace import Workspace
 from tests.conftest import ROOT
-from tests.test_faceimage import face_image, make_meta
+from tests.test_faceimage import write_faces
 
 
 def make_dst(ws: Path, frames: int = 8, size: tuple[int, int] = (64, 48)) -> Workspace:
@@ -169,9 +168,7 @@ def test_faceset_operation_removes_its_leftovers(tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "ws")
     ws.init()
     aligned = ws.aligned_dir("src")
-    for i in range(3):
-        write_face(aligned / f"{i:05d}_0.jpg", face_image(64),
-                   make_meta(64, seed=i, original_name=f"{9 - i:05d}_0.jpg"))
+    write_faces(aligned, 3)
     dead = dead_pid()
     journal = aligned / ".facelab-journal"
     journal.mkdir()

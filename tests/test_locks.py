@@ -4,32 +4,21 @@ take a lock it holds again."""
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from facelab import locks
-from facelab.faces.faceimage import write_face
 from facelab.faceset.folder import Faceset
 from facelab.faceset.sort import sort_faceset
 from facelab.workspace import Workspace
 from tests.conftest import assert_one_line_error, run_facelab
-from tests.test_faceimage import face_image, make_meta
+from tests.conftest import lock_holder as holder
+from tests.test_faceimage import write_faces
 from tests.test_leftovers import make_dst
-
-HOLD = """
-import sys, time
-from pathlib import Path
-from facelab import locks
-with locks.hold(Path(sys.argv[1]), sys.argv[2], "it"):
-    print("held", flush=True)
-    time.sleep(120)
-"""
 
 TRY = """
 import sys
@@ -41,19 +30,6 @@ try:
 except locks.Busy:
     print("busy")
 """
-
-
-@contextlib.contextmanager
-def holder(root: Path, name: str) -> Iterator[subprocess.Popen[str]]:
-    """Another process holding lock `name` of `root` until the block ends (or it is killed)."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(root), name],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def kill9(proc: subprocess.Popen[str]) -> None:
@@ -118,9 +94,7 @@ def test_faceset_sort_refused_while_face_extraction_holds_the_side(tmp_path: Pat
     ws = Workspace(tmp_path / "ws")
     ws.init()
     aligned = ws.aligned_dir("src")
-    for i in range(2):
-        write_face(aligned / f"{i:05d}_0.jpg", face_image(64),
-                   make_meta(64, seed=i, original_name=f"{9 - i:05d}_0.jpg"))
+    write_faces(aligned, 2)
     before = sorted(p.name for p in aligned.iterdir())
     with holder(ws.root, "faces-src") as proc:  # the lock `facelab extract src` holds
         res = run_facelab("-w", ws.root, "sort", "src", "--by", "origname", timeout=120)

@@ -34,7 +34,7 @@ from facelab.progress import NullReporter
 from facelab.provenance.mark import Mark
 from facelab.provenance.png import png_bytes_with_mark
 from facelab.workspace import Workspace
-from tests.conftest import ROOT
+from tests.conftest import ROOT, lock_holder
 
 FRAMES = 7  # fewer than 8: the CLI merges them in its own process (no pool to start)
 A = MergeOptions()  # the settings of the first merge
@@ -189,16 +189,7 @@ def test_a_killed_remerge_is_finished_by_the_rerun(merged, tmp_path):
 def test_one_merge_at_a_time(merged, tmp_path):
     """A second merge of the workspace is refused in one line naming the first."""
     ws = _copy(merged, tmp_path)
-    holder = ("import sys, time\nfrom pathlib import Path\nfrom facelab import locks\n"
-              "with locks.hold(Path(sys.argv[1]), 'merge', 'the merge'):\n"
-              "    print('held', flush=True)\n    time.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, "-c", holder, str(ws.root)], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-        with pytest.raises(Busy, match=f"merge of this workspace is in use by .*{proc.pid}"):
-            _merge(ws, B)
-    finally:
-        proc.kill()
-        proc.wait()
+    with lock_holder(ws.root, "merge") as proc, \
+            pytest.raises(Busy, match=f"merge of this workspace is in use by .*{proc.pid}"):
+        _merge(ws, B)
     assert _merge(ws, B).merged_now == FRAMES  # the holder is gone: the lock is free

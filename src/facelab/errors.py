@@ -11,8 +11,9 @@ process included (the executor re-raises a worker's exception in the driver).
 from __future__ import annotations
 
 import errno
-import re
 from typing import Any
+
+from facelab.fsutil import PART_NAME
 
 
 class FacelabError(Exception):
@@ -61,7 +62,6 @@ DISK_ERRORS: dict[int, tuple[str, str, str]] = {
     errno.EIO: ("Input/output error", "on",
                 f"the disk or its connection failed: check it, then run this again; {KEPT}"),
 }
-_PART = re.compile(r"^\.(?P<stem>.+)\.part-\d+(?P<ext>\.[^./]*)?$")
 
 
 def os_error_message(e: BaseException) -> str | None:
@@ -78,7 +78,7 @@ def os_error_message(e: BaseException) -> str | None:
     if not isinstance(name, str) or not name:
         return f"{reason}: {advice}."
     head, sep, base = name.rpartition("/")
-    m = _PART.match(base)
+    m = PART_NAME.match(base)
     if m:
         base = m["stem"] + (m["ext"] or "")
     return f"{reason} {relation} {head}{sep}{base}: {advice}."

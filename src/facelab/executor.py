@@ -45,6 +45,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from facelab.fsutil import pid_alive
+
 if TYPE_CHECKING:
     from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -315,7 +317,7 @@ def _worker_start(driver: int, slot: Any, init: Callable[..., None] | None,
     other systems, no fork server, or a server gone before the worker asked."""
     if server:
         _leave_server_pipe()
-        _die_with_parent()
+        die_with_parent()
     _exit_with(driver)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if slot is not None:
@@ -352,15 +354,16 @@ def _leave_server_pipe() -> None:
             os.close(fd)
 
 
-def _die_with_parent() -> None:
+def die_with_parent(parent: int | None = None) -> None:
     """Linux: SIGKILL this process when its parent (the thread that forked it: the fork
-    server's only one) ends. Not for a worker spawned by the driver itself: its forking
-    thread may be any thread of the driver, e.g. a studio job's that ends before the pool."""
+    server's only one) ends; exit at once if `parent` (default: the parent now) is already
+    gone. Not for a worker spawned by the driver itself: its forking thread may be any
+    thread of the driver, e.g. a studio job's that ends before the pool."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
 
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
     try:
         if ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
             return
@@ -386,23 +389,9 @@ def _exit_with(driver: int) -> None:
         if fd is not None:
             select.select([fd], [], [])
         else:
-            while _alive(driver):
+            while pid_alive(driver):
                 time.sleep(0.5)
         os._exit(1)
 
     threading.Thread(target=watch, name="driver-watch", daemon=True).start()
 
-
-def _alive(pid: int) -> bool:
-    """The process runs (a zombie, killed but not yet reaped by its parent, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # no /proc here, or it ended just now: kill() is the answer
-        return True
-    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]

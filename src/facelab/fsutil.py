@@ -25,7 +25,9 @@ def timestamp() -> str:
     return f"{stamp}-{int(now * 1000) % 1000:03d}"
 
 
-_PART = re.compile(r"^\..*\.part-(\d+)(\.[^.]*)?$")
+#: `temp_sibling`'s names: `.<stem>.part-<pid><ext>`
+PART_NAME = re.compile(r"^\.(?P<stem>.+)\.part-(?P<pid>\d+)(?P<ext>\.[^./]*)?$")
+_PID_MAX = 1 << 22  # Linux's ceiling; a larger number is no pid of ours (and os.kill overflows)
 
 
 def temp_sibling(path: Path) -> Path:
@@ -33,14 +35,31 @@ def temp_sibling(path: Path) -> Path:
     return path.with_name(_part_name(path, str(os.getpid())))
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """The process runs (a zombie, killed but not yet reaped by its parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's live process
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc here, or it ended just now: kill() is the answer
         return True
-    return True
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """A failed write() raises an OSError that names no file; name `path` (the output the
+    user knows), so the one line the CLI prints for a full disk says where."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def clean_stale_parts(folder: Path, recursive: bool = False, *,
@@ -54,18 +73,15 @@ def clean_stale_parts(folder: Path, recursive: bool = False, *,
         return []
     removed = []
     for p in (folder.rglob(".*.part-*") if recursive else folder.glob(".*.part-*")):
-        m = _PART.match(p.name)
-        if not m or not p.is_file() or (of is not None and p.name != _part_name(of, m[1])):
+        m = PART_NAME.match(p.name)
+        if not m or not p.is_file() or (of is not None and p.name != _part_name(of, m["pid"])):
             continue
-        pid = int(m.group(1))
-        if 0 < pid <= _PID_MAX and pid != os.getpid() and not _alive(pid):
+        pid = int(m["pid"])
+        if 0 < pid <= _PID_MAX and pid != os.getpid() and not pid_alive(pid):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
                 removed.append(p)
     return removed
-
-
-_PID_MAX = 1 << 22  # Linux's ceiling; a larger number is no pid of ours (and os.kill overflows)
 
 
 def _part_name(path: Path, pid: str) -> str:
@@ -78,14 +94,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path)
     try:
-        yield tmp
-        if tmp.exists():
-            _fsync(tmp)
-            os.replace(tmp, path)
-    except OSError as e:
-        if e.filename is None:  # a failed write() names no file: the user's one line should
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
+        with naming(path):
+            yield tmp
+            if tmp.exists():
+                _fsync(tmp)
+                os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()

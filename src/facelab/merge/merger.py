@@ -31,7 +31,7 @@ from facelab.errors import FacelabError
 from facelab.executor import create_executor, default_workers
 from facelab.faces.faceimage import FaceMeta
 from facelab.faces.facetype import FaceType, face_transform, transform_points
-from facelab.fsutil import clean_stale_parts, temp_sibling
+from facelab.fsutil import clean_stale_parts, naming, temp_sibling
 from facelab.merge.compose import Placed, merge_face
 from facelab.merge.jobs import FaceJob, dst_faces, dst_fps, dst_frames, face_jobs, without_mesh
 from facelab.merge.options import MergeOptions
@@ -261,12 +261,9 @@ def _put(path: Path, data: bytes) -> None:
     leaves)."""
     tmp = temp_sibling(path)
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        if e.filename is None:  # a failed write() names no file: name the output
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
+        with naming(path):
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -276,9 +276,7 @@ class Loop:
                            f"{lr * LR_FACTOR:.3g}.")
 
     def _values(self, recent: list[tuple[float, float]]) -> str:
-        s = sum(v[0] for v in recent) / len(recent)
-        d = sum(v[1] for v in recent) / len(recent)
-        return "  ".join(f"{label} {v:.4f}" for label, v in zip(self.labels, (s, d),
+        return "  ".join(f"{label} {v:.4f}" for label, v in zip(self.labels, _means(recent),
                                                                 strict=False))
 
     def _status(self) -> None:
@@ -293,9 +291,12 @@ class Loop:
     def _log(self, ms: float) -> None:
         """One history point: the mean losses since the last one."""
         it = self.it
-        recent = self.losses[-self.opts.log_every:]
-        s = sum(v[0] for v in recent) / len(recent)
-        d = sum(v[1] for v in recent) / len(recent)
+        s, d = _means(self.losses[-self.opts.log_every:])
         self.history.append([it, round(s, 5), round(d, 5)])
         if self.on_log is not None:
             self.on_log(it, ms, s, d)
+
+
+def _means(recent: list[tuple[float, float]]) -> tuple[float, float]:
+    """The mean src and dst losses of `recent` steps."""
+    return (sum(v[0] for v in recent) / len(recent), sum(v[1] for v in recent) / len(recent))

@@ -16,15 +16,13 @@ meant for the trainer meanwhile is only delayed: it is delivered when the mask i
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing as mp
-import os
 import signal
-import sys
 from collections.abc import Iterator
 
+from facelab.executor import die_with_parent
+
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
-_PR_SET_PDEATHSIG = 1
 
 
 @contextlib.contextmanager
@@ -46,13 +44,6 @@ def quiet_worker() -> None:
         signal.signal(s, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
-    if not sys.platform.startswith("linux"):
-        return  # elsewhere the DataLoader's watchdog ends a worker whose parent is gone
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    parent = mp.parent_process()
-    if parent is not None and os.getppid() != parent.pid:  # it died before prctl
-        os._exit(0)
+    parent = mp.parent_process()  # the trainer; None only when run in-process
+    if parent is not None:  # Linux: SIGKILL with it (elsewhere the DataLoader's watchdog)
+        die_with_parent(parent.pid)
