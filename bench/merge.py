@@ -107,14 +107,14 @@ def build(root: Path, models: list[str]) -> dict[str, Path]:
 
 
 def crops_of(root: Path, model: str, max_frames: int | None) -> list[tuple[Any, ...]]:
-    """The merger's predict arguments for every dst frame with faces (as merger._work makes
+    """The merger's predict arguments for every dst frame with faces (as merge.worker.work makes
     them): the crops, and for a family that needs them the meshes and poses."""
     import cv2
 
     from facelab.faces.facetype import face_transform
     from facelab.merge.jobs import dst_faces, face_jobs
-    from facelab.merge.merger import _crop_meshes
     from facelab.merge.predictor import model_info
+    from facelab.merge.worker import _crop_meshes
     from facelab.video.frames import read_image
     from facelab.workspace import Workspace, list_images
 

@@ -1,0 +1,216 @@
+"""The merge's worker side: a chunk of dst frames in, each merged frame written (marked).
+
+Each pool process (or the driver, with one worker) loads the model once (`init`), then
+`work` reads a few consecutive frames, predicts all their faces as one batch, composes each
+face into its frame (`merge/compose.py`), marks the frame (metadata and the invisible
+watermark, no option omits them) and writes it under a temporary name renamed when
+complete. The driver (`merge/merger.py`) only records and fsyncs what came back.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facelab.errors import FacelabError
+from facelab.faces.facetype import face_transform, transform_points
+from facelab.fsutil import naming, temp_sibling
+from facelab.merge.compose import Placed, merge_face
+from facelab.merge.jobs import FaceJob
+from facelab.merge.options import MergeOptions
+from facelab.merge.predictor import Predictor, load_predictor
+from facelab.provenance.mark import Mark
+from facelab.provenance.png import png_bytes_with_mark
+from facelab.provenance.watermark import mark_frame
+from facelab.video.frames import read_image
+
+_W: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class Setup:
+    model_dir: Path
+    model_name: str
+    device: str
+    options: MergeOptions
+    out_dir: Path
+    mask_dir: Path | None
+    debug_dir: Path | None
+    mark: Mark
+    precision: str = "fp32"  # the prediction's, resolved (never "auto")
+
+
+def init(setup: Setup, threads: int = 1) -> None:
+    """Load the model (and the optional mesher / enhancer) once per process."""
+    import torch
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(threads)
+    _W.clear()
+    _W["setup"] = setup
+    _W["predictor"] = load_predictor(setup.model_dir, setup.model_name, setup.device,
+                                     setup.precision)
+    _W["mesher"] = None
+    if "prd" in setup.options.mask_parts:
+        _W["mesher"] = _mesher()
+    _W["enhance"] = None
+    if setup.options.super_resolution != "none":
+        from facelab.merge.enhance import create_enhancer
+
+        _W["enhance"] = create_enhancer(setup.options.super_resolution, setup.device).enhance
+
+
+def _mesher() -> Any:
+    """The `prd` mask's source: FaceMesh on the predicted face (no packaged face parser
+    exists; see docs/MERGE.md). Returns crop points or None."""
+    from facelab.faces.landmarks import MeshLandmarker
+
+    mesh = MeshLandmarker()
+
+    def points(face: np.ndarray) -> np.ndarray | None:
+        r = face.shape[0]
+        pts = mesh.mesh(face, (r * 0.2, r * 0.2, r * 0.8, r * 0.8))
+        return None if pts is None else pts[:, :2]
+
+    return points
+
+
+def work(chunk: list[tuple[Path, list[FaceJob]]]) -> list[tuple[int, list[Path]]]:
+    """Merge a few consecutive frames; per frame (faces merged, files written).
+
+    All their faces go through the model as one batch: on CPU a batch of 4 costs about
+    17 % less per face than one at a time (docs/BENCHMARKS.md, Merge)."""
+    setup: Setup = _W["setup"]
+    predictor: Predictor = _W["predictor"]
+    res = predictor.resolution
+    face_type = predictor.info.face_type
+    frames, mats, crops = [], [], []
+    for frame_path, faces in chunk:
+        frame = read_image(frame_path)
+        frames.append(frame)
+        mats.append([face_transform(f.landmarks, face_type, res, f.yaw) for f in faces])
+        crops.extend(cv2.warpAffine(frame, m, (res, res), flags=cv2.INTER_CUBIC,
+                                    borderMode=cv2.BORDER_REPLICATE) for m in mats[-1])
+    predicted: np.ndarray | None = None
+    learned: np.ndarray | None = None
+    batch = np.empty((0, res, res, 3), np.float32)
+    if crops:
+        batch = np.stack(crops).astype(np.float32) / 255
+        if predictor.info.needs_mesh:
+            meshes, poses = _crop_meshes(chunk, mats)
+            predicted, learned = predictor.predict(batch, meshes, poses)
+        else:
+            predicted, learned = predictor.predict(batch)
+    results, k = [], 0
+    for (frame_path, faces), frame, frame_mats in zip(chunk, frames, mats, strict=True):
+        placed = []
+        for f, m in zip(faces, frame_mats, strict=True):
+            assert predicted is not None
+            placed.append(Placed(m, f.landmarks, predicted[k],
+                                 None if learned is None else learned[k], batch[k]))
+            k += 1
+        results.append(_merge_frame(frame_path.stem, frame, placed, setup))
+    return results
+
+
+def _crop_meshes(chunk: list[tuple[Path, list[FaceJob]]],
+                 mats: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The chunk's dst meshes in their crops' pixels (x, y through the crop transform,
+    depth scaled alike) and their poses (yaw, pitch), in batch order."""
+    meshes, poses = [], []
+    for (_, faces), frame_mats in zip(chunk, mats, strict=True):
+        for f, m in zip(faces, frame_mats, strict=True):
+            assert f.mesh is not None  # the driver asked face_jobs for meshes
+            scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+            meshes.append(np.c_[transform_points(f.mesh[:, :2], m), f.mesh[:, 2] * scale])
+            poses.append((f.yaw, f.pitch))
+    n = min(len(m) for m in meshes)  # FaceMesh without irises has 468 points, not 478
+    return np.stack([m[:n] for m in meshes]).astype(np.float32), np.asarray(poses, np.float32)
+
+
+def _merge_frame(stem: str, frame: np.ndarray, placed: list[Placed],
+                 setup: Setup) -> tuple[int, list[Path]]:
+    """Compose the frame's predicted faces and write it; (faces merged, files written)."""
+    opts = setup.options
+    out = np.zeros_like(frame) if opts.mode == "raw" else frame.copy()
+    alpha = np.zeros(frame.shape[:2], np.float32)
+    debug_tiles = []
+    for p in placed:
+        roi, mask, (x0, y0, x1, y1) = merge_face(out if opts.mode != "raw" else frame, p, opts,
+                                                 _W["mesher"], _W["enhance"])
+        region = out[y0:y1, x0:x1]
+        if opts.mode == "raw":
+            keep = mask > 0
+            region[keep] = roi[keep]
+        else:
+            region[...] = roi
+        alpha[y0:y1, x0:x1] = np.maximum(alpha[y0:y1, x0:x1], mask)
+        if setup.debug_dir is not None:
+            debug_tiles.append(_debug_tile(p, out, mask, (x0, y0, x1, y1)))
+    written = _write(stem, out, alpha, setup, opts, debug_tiles)
+    return len(placed), written
+
+
+def _debug_tile(p: Placed, out: np.ndarray, mask: np.ndarray,
+                box: tuple[int, int, int, int]) -> np.ndarray:
+    """dst | prediction | mask | result, each at the model's resolution."""
+    res = p.predicted.shape[0]
+    x0, y0, x1, y1 = box
+    full = np.zeros(out.shape[:2], np.float32)
+    full[y0:y1, x0:x1] = mask
+    crop = lambda img, flags=cv2.INTER_LINEAR: cv2.warpAffine(  # noqa: E731
+        img, p.frame_to_crop, (res, res), flags=flags)
+    tiles = [
+        (p.dst_crop * 255).round().astype(np.uint8),
+        (p.predicted * 255).round().astype(np.uint8),
+        cv2.cvtColor((crop(full) * 255).round().astype(np.uint8), cv2.COLOR_GRAY2BGR),
+        crop(out),
+    ]
+    return np.hstack(tiles)
+
+
+def _write(stem: str, out: np.ndarray, alpha: np.ndarray, setup: Setup,
+           opts: MergeOptions, debug_tiles: list[np.ndarray]) -> list[Path]:
+    # the invisible watermark (its sign follows the frame number): no option leaves it out
+    out = mark_frame(out, setup.mark, index=int(stem) if stem.isdigit() else None)
+    a8 = (alpha * 255).round().astype(np.uint8)
+    image = np.dstack([out, a8]) if (opts.export_alpha or opts.mode == "raw") else out
+    written = []
+    path = setup.out_dir / f"{stem}.png"
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise FacelabError(f"Cannot encode the merged frame {path.name}.")
+    _put(path, png_bytes_with_mark(data.tobytes(), setup.mark))
+    written.append(path)
+    if setup.mask_dir is not None:
+        mpath = setup.mask_dir / f"{stem}.png"
+        _put(mpath, cv2.imencode(".png", a8)[1].tobytes())
+        written.append(mpath)
+    if setup.debug_dir is not None and debug_tiles:
+        dpath = setup.debug_dir / f"{stem}.jpg"
+        ok, jpg = cv2.imencode(".jpg", np.vstack(debug_tiles), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        _put(dpath, jpg.tobytes())
+        written.append(dpath)
+    return written
+
+
+def _put(path: Path, data: bytes) -> None:
+    """Write under a temporary name and rename: never a half-written file under `path`.
+
+    Unlike fsutil.atomic_path the worker does not fsync: that waited 10–17 ms on the disk
+    per frame here, a worker's whole colour transfer and blend. The driver fsyncs each file
+    once it is recorded (`_sync`), off the workers' path, and a resume redoes a merged
+    frame whose PNG does not end in IEND (what a power cut between rename and write-back
+    leaves)."""
+    tmp = temp_sibling(path)
+    try:
+        with naming(path):
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
