@@ -26,7 +26,10 @@ from facelab.progress import NULL, Reporter
 from facelab.provenance.mark import Mark
 from facelab.provenance.png import png_bytes_with_mark
 from facelab.provenance.watermark import mark_frame
-from facelab.swap import SwapOptions, SwapReport, run_swap
+from facelab.swap import SwapOptions, SwapReport, recorded_output, run_swap
+from facelab.video.frames import DecodeState, decode_video, read_image, to_array
+from facelab.video.probe import open_video
+from facelab.video.source import open_frames
 from facelab.workspace import Workspace, list_images
 
 #: Bundled clip -> its name in the workspace.
@@ -70,15 +73,13 @@ def examples_dir() -> Path:
 
 def side_by_side(ws: Workspace, path: Path, rows: int = 3) -> Path:
     """dst | result for a few frames spread over the clip, one PNG, marked synthetic."""
-    merged = list_images(ws.merged_dir)
-    if not merged:
-        raise FacelabError(f"{ws.merged_dir} holds no merged frames.")
-    picks = [merged[int(i)] for i in np.linspace(0, len(merged) - 1, rows + 2)[1:-1]]
-    lines = []
-    for m in picks:
-        dst = next(p for p in list_images(ws.frames_dir("dst")) if p.stem == m.stem)
-        a, b = cv2.imread(str(dst)), cv2.imread(str(m))
-        lines.append(np.hstack([a, b[..., :3]]))
+    dst = open_frames(ws, "dst")
+    if not len(dst):
+        raise FacelabError(f"{ws.frames_dir('dst')} holds no frames.")
+    picks = [int(i) for i in np.linspace(0, len(dst) - 1, rows + 2)[1:-1]]
+    results = _result_frames(ws, picks)
+    lines = [np.hstack([dst.read(dst.names[i]), results[i][..., :3]]) for i in picks]
+    dst.close()
     mark = Mark.synthetic(f"{MODEL} (demo side-by-side)")
     ok, data = cv2.imencode(".png", mark_frame(np.vstack(lines), mark))
     if not ok:
@@ -86,6 +87,27 @@ def side_by_side(ws: Workspace, path: Path, rows: int = 3) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(png_bytes_with_mark(data.tobytes(), mark))
     return path
+
+
+def _result_frames(ws: Workspace, picks: list[int]) -> dict[int, np.ndarray]:
+    """The merged frames at positions `picks`: from merged/ when frames were written, else
+    decoded from the result video the merge wrote."""
+    merged = list_images(ws.merged_dir)
+    if merged:
+        return {i: read_image(merged[i]) for i in picks}
+    result = recorded_output(ws)
+    if result is None or not result.is_file():
+        raise FacelabError(f"{ws.root} holds no merged frames nor a result video.")
+    wanted, found = set(picks), {}
+    with open_video(result) as container:
+        for i, frame in enumerate(decode_video(container, DecodeState())):
+            if i in wanted:
+                found[i] = to_array(frame)
+            if len(found) == len(wanted):
+                break
+    if len(found) != len(wanted):
+        raise FacelabError(f"{result.name} holds fewer frames than dst.")
+    return found
 
 
 @contextmanager

@@ -31,6 +31,7 @@ from facelab.options import validate as check_options
 from facelab.progress import NULL, Reporter
 from facelab.video.assemble import AssembleOptions, AssembleReport, assemble
 from facelab.video.extract import ExtractOptions, extract_frames
+from facelab.video.source import kept_as_video
 from facelab.workspace import Workspace, list_images
 
 STATE = "swap.json"
@@ -99,8 +100,9 @@ class SwapReport:
     iteration: int = 0
     trained_minutes: float = 0.0
     merged_frames: int = 0
-    assembled: AssembleReport | None = None
+    assembled: AssembleReport | None = None  # None: merged straight into the video
     preview: Path | None = None
+    merged_to: Path | None = None  # merged/ or the result video
 
 
 def _place_input(ws: Workspace, side: str, source: Path) -> list[Path] | None:
@@ -222,11 +224,19 @@ def run_swap(ws: Workspace, opts: SwapOptions, reporter: Reporter = NULL,
             reporter.warn(faces.unreadable_summary())
     report.iteration, report.trained_minutes, report.preview = _train(ws, opts, reporter, stop)
     from facelab.merge.merger import merge
+    from facelab.merge.stream import STREAMABLE, VideoOutput
 
+    # dst kept in its video: merged straight into the result (no PNG per frame) where the
+    # format allows; alpha formats go through merged PNGs and assemble
+    streamed = kept_as_video(ws, "dst") and fmt in STREAMABLE
     merged = merge(ws, opts.model_name, opts.merge, reporter, device=opts.device,
-                   precision=opts.precision)
+                   precision=opts.precision, to_video=streamed,
+                   video=VideoOutput(format=fmt, output=opts.output))
     report.merged_frames = merged.frames
-    report.assembled = assemble(ws, AssembleOptions(format=fmt, output=opts.output), reporter)
+    report.merged_to = merged.output or merged.out_dir
+    if not streamed:
+        report.assembled = assemble(ws, AssembleOptions(format=fmt, output=opts.output),
+                                    reporter)
     _record_output(ws, opts.output)
     return report
 

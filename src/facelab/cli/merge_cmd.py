@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -13,6 +14,7 @@ from facelab.lazy import lazy_module
 from facelab.merge.options import MergeOptions
 
 merger = lazy_module("facelab.merge.merger")  # PyTorch loads when a merge runs
+stream = lazy_module("facelab.merge.stream")
 
 
 def register(app: typer.Typer) -> None:
@@ -34,16 +36,35 @@ def merge_cmd(
     force: bool = typer.Option(False, "--force", help="Merge every frame again (those of "
                                "--frames when given), also those already made with this model "
                                "and these options."),
+    to_video: bool | None = typer.Option(
+        None, "--to-video/--to-frames", help="--to-video: encode the result video (with "
+        "dst's audio) as frames are merged, no PNG per frame, resumable by segments; the "
+        "default when dst was kept in its video. --to-frames: write data_dst/merged/*.png "
+        "(and alpha) for compositing, then `facelab video assemble`."),
+    video_format: str = typer.Option("mp4", "--video-format", help="--to-video: mp4 "
+                                     "(H.264), mp4-lossless (frames bit for bit) or avi; "
+                                     "alpha formats need --to-frames."),
+    crf: int | None = typer.Option(None, "--crf", help="--to-video: quality (0–51, lower "
+                                   "is better; default 18)."),
+    output: Path | None = typer.Option(None, "--output", help="--to-video: the result file "
+                                       "(default WORKSPACE/result.mp4)."),
+    audio: bool = typer.Option(True, "--audio/--no-audio", help="--to-video: keep dst's "
+                               "audio."),
     **given: Any,
 ) -> None:
-    """Blend the model's src faces into every dst frame: data_dst/merged/<frame>.png. Frames
-    without a face are copied, so the count matches. Every merged frame is marked as
-    synthetic (metadata and an invisible watermark); then run `facelab video assemble`."""
+    """Blend the model's src faces into every dst frame, straight into the result video
+    (--to-video, the default when dst was kept in its video) or as
+    data_dst/merged/<frame>.png (--to-frames; then run `facelab video assemble`). Frames
+    without a face are kept as they are, so the count matches. Every merged frame is marked
+    as synthetic (metadata and an invisible watermark)."""
     st = state()
     opts = build(MergeOptions, given)
+    video = stream.VideoOutput(format=video_format, crf=crf, output=output, audio=audio)
     rep = merger.merge(st.ws, model_name, opts, st.reporter, device=device,
-                       precision=precision, frames_spec=frames, debug=debug, force=force)
+                       precision=precision, frames_spec=frames, debug=debug, force=force,
+                       to_video=to_video, video=video)
     skipped = f", {rep.skipped} already done" if rep.skipped else ""
+    into = rep.output if rep.output is not None else rep.out_dir
     out.print(f"Merged {rep.merged_now} frame(s) ({rep.faces} face(s), "
               f"{rep.frames_without_face} frame(s) without a face{skipped}) with model "
-              f"{rep.model_id} into {rep.out_dir}.")
+              f"{rep.model_id} into {into}.")

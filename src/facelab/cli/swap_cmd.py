@@ -49,7 +49,11 @@ def print_swap(rep: object, ws: Workspace) -> None:
               f"{rep.trained_minutes:.1f} min of training in all")
     if rep.preview is not None:
         out.print(f"  training preview: {rep.preview}")
-    out.print(f"  merged frames: {ws.merged_dir} ({rep.merged_frames})")
+    if rep.assembled is None:
+        out.print(f"  merged {rep.merged_frames} frames straight into the video "
+                  f"(segments in {ws.frames_dir('dst') / 'merged_video'})")
+    else:
+        out.print(f"  merged frames: {ws.merged_dir} ({rep.merged_frames})")
     a = rep.assembled
     if a is not None and a.skipped:
         out.print("  video: up to date")

@@ -36,17 +36,24 @@ def extract(
     side: Side = typer.Argument(..., help="src (the face to use) or dst (the video to change)."),
     fps: str | None = typer.Option(None, "--fps", help="src only: frames per second to "
                                    "keep (default: every frame). dst always keeps every frame."),
-    fmt: str = typer.Option("png", "--format", help="png (lossless, ~10x bigger) or jpg."),
+    fmt: str | None = typer.Option(None, "--frames", help="video: keep the frames in the "
+                                   "video, read by number when needed (default for dst: no "
+                                   "image files); png (lossless, default for src) or jpg: "
+                                   "write numbered images, to edit by hand."),
+    old_fmt: str | None = typer.Option(None, "--format", hidden=True),
     inputs: list[Path] | None = typer.Option(None, "--input", "-i", help="Video to read "
                                              "instead of WORKSPACE/data_<side>.*; src: repeat "
                                              "to add several clips of the same person."),
     force: bool = typer.Option(False, "--force", help="Extract again; old frames move to "
                                "WORKSPACE/.trash/."),
 ) -> None:
-    """Write the frames of data_src.* / data_dst.* as numbered images (00001.png, ...) into
-    data_src/ or data_dst/. Reruns skip what is done."""
-    if fmt not in ("png", "jpg"):
-        raise FacelabError(f"--format {fmt!r}: choose png or jpg.")
+    """Make the frames of data_src.* / data_dst.* ready for the next stages: dst stays in its
+    video (every frame's place recorded in data_dst/frames_index.json) unless --frames png
+    or jpg asks for numbered images (00001.png, ...) in data_dst/; src frames are written as
+    images in data_src/. Reruns skip what is done."""
+    fmt = fmt or old_fmt
+    if fmt not in (None, "video", "png", "jpg"):
+        raise FacelabError(f"--frames {fmt!r}: choose video, png or jpg.")
     st = state()
     opts = ExtractOptions(fps=_rate(fps), fmt=fmt, force=force)  # type: ignore[arg-type]
     rep = extract_frames(st.ws, side, inputs or None, opts, st.reporter)
@@ -54,8 +61,12 @@ def extract(
         out.print(f"Old frames moved to {rep.trashed_to}.")
     skipped = f" (skipped, already done: {', '.join(rep.inputs_skipped)})" \
         if rep.inputs_skipped else ""
-    out.print(f"{side}: {rep.frames_total} frames in {rep.out_dir}"
-              f" ({rep.frames_written} written now){skipped}.")
+    if rep.kept_in_video:
+        out.print(f"{side}: {rep.frames_total} frames, kept in {rep.kept_in_video.name} "
+                  f"(indexed in {rep.out_dir}){skipped}.")
+    else:
+        out.print(f"{side}: {rep.frames_total} frames in {rep.out_dir}"
+                  f" ({rep.frames_written} written now){skipped}.")
 
 
 @command(app, "assemble")

@@ -163,7 +163,8 @@ def evaluate(result: Path, ref: Reference, opts: EvalOptions | None = None,
 
 def workspace_facts(ws: Workspace) -> dict[str, Any]:
     """What the workspace says of the work behind its result: training minutes (swap.json),
-    the model's iteration and preset, the merge options (merged/merge.json). Missing files
+    the model's iteration and preset, the merge options (merge.json of merged/ or
+    merged_video/). Missing files
     leave None: the stages can be run by hand."""
     facts: dict[str, Any] = {"train_minutes": None, "train_iteration": None,
                              "model_preset": None, "merge_options": None}
@@ -176,8 +177,11 @@ def workspace_facts(ws: Workspace) -> dict[str, Any]:
         st = read_json(states[0])["state"]
         facts["train_iteration"] = int(st["iteration"])
         facts["model_preset"] = st["options"].get("preset")
-    with contextlib.suppress(*bad):
-        facts["merge_options"] = read_json(ws.merged_dir / "merge.json")["options"]
+    records = [d / "merge.json" for d in (ws.merged_dir, ws.frames_dir("dst") / "merged_video")]
+    records = [r for r in records if r.is_file()]
+    with contextlib.suppress(*bad):  # the newest merge's: to frames or straight to video
+        newest = max(records, key=lambda r: r.stat().st_mtime_ns)
+        facts["merge_options"] = read_json(newest)["options"]
     return facts
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 
 from facelab import locks
 from facelab.errors import FacelabError
@@ -46,7 +47,8 @@ from facelab.fsutil import atomic_path, clean_stale_parts, move_to_trash, read_j
 from facelab.options import option
 from facelab.options import validate as check_options
 from facelab.progress import NULL, Reporter
-from facelab.workspace import Side, Workspace, list_images
+from facelab.video.source import FolderFrames, FrameSource, open_frames
+from facelab.workspace import Side, Workspace
 
 STATE = FACES_STATE
 MISSING = "aligned_missing.txt"
@@ -198,16 +200,16 @@ def extract_faces(ws: Workspace, side: Side, opts: FaceExtractOptions | None = N
 
 def _extract_faces(ws: Workspace, side: Side, opts: FaceExtractOptions,
                    reporter: Reporter) -> FaceExtractReport:
-    frames = list_images(ws.frames_dir(side))
-    if not frames:
+    source = open_frames(ws, side)
+    if not len(source):
         raise FacelabError(f"data_{side}/ holds no frames: run `facelab video extract {side}`.")
-    report = FaceExtractReport(side, frames=len(frames))
+    report = FaceExtractReport(side, frames=len(source))
     if opts.force:
         report.trashed_to = _trash_previous(ws, side)
     state = _load_state(ws, side, opts)
-    todo = [f for f in frames if f.name not in state.frames]
+    todo = [n for n in source.names if n not in state.frames]
     debug = opts.debug if opts.debug is not None else side == "dst"
-    _process(ws, side, todo, opts.extractor, state, opts, debug, report, reporter,
+    _process(ws, side, source, todo, opts.extractor, state, opts, debug, report, reporter,
              f"faces {side}")
     _finish(ws, side, state, report)
     return report
@@ -234,34 +236,34 @@ def _workers(opts: FaceExtractOptions, frames: int) -> int:
 Result = tuple[int, list[Path], str | None]  # faces found, files written, why unreadable
 
 
-def _extract_frame(extractor: Extractor, frame_path: Path, aligned: Path,
-                   debug_dir: Path | None, quality: int, pooled: bool = False) -> Result:
-    """Read, detect, align and write one frame's faces (and debug image); the face count
-    and the files written, or why the frame cannot be read (nothing written)."""
-    try:
-        frame = read_frame(frame_path, silence_fd2=pooled)
-    except UnreadableFrame as e:
-        return 0, [], e.reason
+def _read(path: Path) -> np.ndarray:
+    return read_frame(path, silence_fd2=bool(_WORKER.get("pooled")))
+
+
+def _extract_frame(extractor: Extractor, name: str, frame: np.ndarray, aligned: Path,
+                   debug_dir: Path | None, quality: int) -> Result:
+    """Detect, align and write one frame's faces (and debug image); the face count and the
+    files written."""
     faces = extractor.run(frame)
     size = (frame.shape[1], frame.shape[0])
     written: list[Path] = []
     for face in faces:
-        meta = face.meta(frame_path.name, size)
-        meta.original_name = face_name(frame_path, face.index)
+        meta = face.meta(name, size)
+        meta.original_name = face_name(Path(name), face.index)
         write_face(aligned / meta.original_name, face.image, meta, quality)
         written.append(aligned / meta.original_name)
     if debug_dir is not None:
-        with atomic_path(debug_dir / f"{frame_path.stem}.jpg") as tmp:
+        with atomic_path(debug_dir / f"{Path(name).stem}.jpg") as tmp:
             cv2.imwrite(str(tmp), draw_debug(frame, faces), [cv2.IMWRITE_JPEG_QUALITY, 90])
-        written.append(debug_dir / f"{frame_path.stem}.jpg")
+        written.append(debug_dir / f"{Path(name).stem}.jpg")
     return len(faces), written, None
 
 
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(options: ExtractorOptions, aligned: Path, debug_dir: Path | None,
-                 quality: int, pooled: bool) -> None:
+def _init_worker(options: ExtractorOptions, source: FrameSource, aligned: Path,
+                 debug_dir: Path | None, quality: int, pooled: bool) -> None:
     """Load the models once per worker (a bad detector name or a missing package fails
     here and is raised by the first frame). In a pool process each runtime gets one
     thread: the processes are the parallelism."""
@@ -272,26 +274,44 @@ def _init_worker(options: ExtractorOptions, aligned: Path, debug_dir: Path | Non
     quiet_opencv()
     _WORKER.clear()
     extractor = Extractor(options)
-    _WORKER.update(extractor=extractor, aligned=aligned, debug_dir=debug_dir, quality=quality,
-                   pooled=pooled)
+    if isinstance(source, FolderFrames):  # image files may be damaged: checked, quietly
+        source = source.with_reader(_read)
+    _WORKER.update(extractor=extractor, source=source, aligned=aligned, debug_dir=debug_dir,
+                   quality=quality, pooled=pooled)
     _ = extractor.detector, extractor.landmarker
 
 
-def _worker_frame(frame_path: Path) -> Result:
-    return _extract_frame(_WORKER["extractor"], frame_path, _WORKER["aligned"],
-                          _WORKER["debug_dir"], _WORKER["quality"], _WORKER["pooled"])
+def _worker_chunk(names: list[str]) -> list[Result]:
+    """A few consecutive frames (from one key frame of a kept video: the worker decodes
+    only its own); a frame that cannot be read is reported, not raised."""
+    w = _WORKER
+    source: FrameSource = w["source"]
+    results: list[Result] = []
+    frames = source.frames(names)
+    for name in names:
+        try:
+            got, frame = next(frames)
+        except UnreadableFrame as e:  # an image file: the next one is read anew
+            results.append((0, [], e.reason))
+            frames = source.frames(names[len(results):])
+            continue
+        assert got == name
+        results.append(_extract_frame(w["extractor"], name, frame, w["aligned"],
+                                      w["debug_dir"], w["quality"]))
+    return results
 
 
-def _discard(result: Result) -> None:
-    """A frame after a failed one was done ahead: delete what it wrote, so the disk
+def _discard(results: list[Result]) -> None:
+    """Frames after a failed one were done ahead: delete what they wrote, so the disk
     matches the one-process path's."""
-    for path in result[1]:
-        path.unlink(missing_ok=True)
+    for result in results:
+        for path in result[1]:
+            path.unlink(missing_ok=True)
 
 
-def _process(ws: Workspace, side: Side, frames: list[Path], options: ExtractorOptions,
-             state: _State, opts: FaceExtractOptions, debug: bool, report: FaceExtractReport,
-             reporter: Reporter, label: str) -> None:
+def _process(ws: Workspace, side: Side, source: FrameSource, frames: list[str],
+             options: ExtractorOptions, state: _State, opts: FaceExtractOptions, debug: bool,
+             report: FaceExtractReport, reporter: Reporter, label: str) -> None:
     """Frames through the executor, a few in flight per worker (memory stays flat),
     recorded in frame order; on an error the frames before it are recorded."""
     aligned, debug_dir = ws.aligned_dir(side), ws.aligned_debug_dir(side)
@@ -301,23 +321,28 @@ def _process(ws: Workspace, side: Side, frames: list[Path], options: ExtractorOp
     workers = _workers(opts, len(frames))
     if workers > 1:
         quiet_env()  # before the fork server imports mediapipe
-    initargs = (options, aligned, debug_dir if debug else None, opts.jpeg_quality, workers > 1)
+    initargs = (options, source, aligned, debug_dir if debug else None, opts.jpeg_quality,
+                workers > 1)
+    chunks = source.chunks(frames)
     try:
         with (reporter.task(label, len(frames)) as task,
               create_executor(workers, init=_init_worker, initargs=initargs, preload=PRELOAD,
                               pin=True) as ex):
-            results = ex.map(_worker_frame, frames, discard=_discard)
-            for frame_path, (faces, _written, unreadable) in zip(frames, results, strict=True):
-                if unreadable is not None:  # not recorded: a rerun tries it again
-                    report.unreadable.append(frame_path.name)
-                    state.forget(frame_path.name)
-                else:
-                    state.mark(frame_path.name, faces)
-                    report.processed_now += 1
-                report.faces_written += faces
-                task.advance()
+            results = ex.map(_worker_chunk, chunks, discard=_discard)
+            for chunk, chunk_results in zip(chunks, results, strict=True):
+                for name, (faces, _written, unreadable) in zip(chunk, chunk_results,
+                                                               strict=True):
+                    if unreadable is not None:  # not recorded: a rerun tries it again
+                        report.unreadable.append(name)
+                        state.forget(name)
+                    else:
+                        state.mark(name, faces)
+                        report.processed_now += 1
+                    report.faces_written += faces
+                    task.advance()
     finally:
         _WORKER.clear()  # the one-process path's models
+        source.close()
         state.save()
 
 
@@ -360,16 +385,18 @@ def _redo_deleted_debug(ws: Workspace, opts: FaceExtractOptions,
     if not debug_dir.is_dir() or not state.frames:
         raise FacelabError("No extracted dst frames with debug images: run "
                            "`facelab extract dst` (debug is on for dst) first.")
-    frames_dir = ws.frames_dir("dst")
-    redo = [frames_dir / n for n in sorted(state.frames)
-            if not (debug_dir / f"{Path(n).stem}.jpg").exists() and (frames_dir / n).exists()]
+    source = open_frames(ws, "dst")
+    present = set(source.names)
+    redo = [n for n in sorted(state.frames)
+            if not (debug_dir / f"{Path(n).stem}.jpg").exists() and n in present]
     report = FaceExtractReport("dst", frames=len(state.frames))
     if not redo:
         return report
     aligned = ws.aligned_dir("dst")
-    old = [p for f in redo for p in aligned.glob(f"{f.stem}_*.jpg")]
+    old = [p for n in redo for p in aligned.glob(f"{Path(n).stem}_*.jpg")]
     move_to_trash(old, ws.aligned_trash_dir("dst"), aligned)
     sensitive = ExtractorOptions(**{**asdict(opts.extractor), "sensitive": True})
-    _process(ws, "dst", redo, sensitive, state, opts, True, report, reporter, "redo dst")
+    _process(ws, "dst", source, redo, sensitive, state, opts, True, report, reporter,
+             "redo dst")
     _finish(ws, "dst", state, report)
     return report

@@ -29,16 +29,24 @@ from facelab.executor import create_executor, default_workers
 from facelab.faces.faceimage import FaceMeta
 from facelab.faces.facetype import FaceType
 from facelab.fsutil import clean_stale_parts
-from facelab.merge.jobs import dst_faces, dst_fps, dst_frames, face_jobs, without_mesh
+from facelab.merge.jobs import dst_faces, dst_fps, face_jobs, without_mesh
 from facelab.merge.options import MergeOptions
 from facelab.merge.predictor import ModelInfo, model_info
 from facelab.merge.resume import SAVE_EVERY_S, MergeRecord, frame_done
-from facelab.merge.worker import Setup, init, work
+from facelab.merge.stream import (
+    VideoOutput,
+    check_streamable,
+    finish_stream,
+    frame_done_debug,
+    plan_stream,
+)
+from facelab.merge.video_out import SEGMENTS_DIR, segment_path
+from facelab.merge.worker import BATCH_FRAMES, Item, Setup, init, work
 from facelab.progress import Reporter
 from facelab.provenance.mark import Mark
+from facelab.video.source import MIN_CHUNK, FolderFrames, VideoSource, open_frames
 from facelab.workspace import Workspace
 
-BATCH_FRAMES = 4  # frames per pool item, their faces predicted as one batch
 DEBUG_DIR = "merged_debug"  # in data_dst/: dst | prediction | mask | result per face
 
 
@@ -51,6 +59,7 @@ class MergeReport:
     frames_without_face: int = 0
     model_id: str = ""
     out_dir: Path | None = None
+    output: Path | None = None  # the result video, when merged straight into it
     written: list[Path] = field(default_factory=list)
 
 
@@ -91,30 +100,38 @@ def _settings(info: ModelInfo, opts: MergeOptions, precision: str) -> dict[str, 
 
 def merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter,
           device: str = "auto", frames_spec: str | None = None, debug: bool = False,
-          workers: int | None = None, precision: str = "auto", force: bool = False
-          ) -> MergeReport:
+          workers: int | None = None, precision: str = "auto", force: bool = False,
+          to_video: bool | None = None, video: VideoOutput | None = None) -> MergeReport:
     """Merge the dst frames with model `model_name`; returns what was done. `precision` of
     the prediction: auto = bf16 on a CPU where it measured faster (1.56× less CPU per face
     for quick96 here, 61 dB from fp32's output), on a GPU bf16/fp16; fp32 = exact. `force`
-    remakes the chosen frames even where made with these settings."""
+    remakes the chosen frames even where made with these settings. `to_video`: encode the
+    result video straight away (`video`: its format and file) instead of writing merged/;
+    None: when dst was kept in its video and every frame is merged."""
     opts.validate()
     ws.require()
     with locks.stage(ws.root, "merge", "the merge of this workspace", reporter):
         return _merge(ws, model_name, opts, reporter, device, frames_spec, debug, workers,
-                      precision, force)
+                      precision, force, to_video, video or VideoOutput())
 
 
 def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter,
            device: str, frames_spec: str | None, debug: bool, workers: int | None,
-           precision: str, force: bool) -> MergeReport:
+           precision: str, force: bool, to_video: bool | None, video: VideoOutput
+           ) -> MergeReport:
     reporter.status(f"Reading model '{model_name}' and the dst faces …")  # a long dst: seconds
     info = model_info(ws.model_dir, model_name)
     if opts.mode == "auto":  # the family's: a shaded meshswap face brings dst's light itself
         opts = dataclasses.replace(opts, mode=info.blend)
-    frames = dst_frames(ws)
+    source = open_frames(ws, "dst")
+    frames = [ws.frames_dir("dst") / n for n in source.names]
     if not frames:
         raise FacelabError(f"{ws.frames_dir('dst')} holds no frames: run "
                            "`facelab video extract dst` first.")
+    if to_video is None:
+        to_video = isinstance(source, VideoSource) and frames_spec is None
+    if to_video:
+        check_streamable(opts, frames_spec, video)
     by_frame = dst_faces(ws)
     _check_face_type(ws, info, by_frame)
     wanted = parse_frames(frames_spec, len(frames))
@@ -126,49 +143,77 @@ def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporte
         _check_meshes(ws, info, by_frame, frames)
     jobs = face_jobs(frames, by_frame, opts.smooth, dst_fps(ws), meshes=info.needs_mesh)
 
-    out_dir = ws.merged_dir
+    out_dir = ws.frames_dir("dst") / SEGMENTS_DIR if to_video else ws.merged_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     all_debug = ws.frames_dir("dst") / DEBUG_DIR
     for d in (out_dir, ws.merged_mask_dir, all_debug):  # what a killed merge was writing
         clean_stale_parts(d)
-    mask_dir = ws.merged_mask_dir if opts.export_alpha else None
+    mask_dir = ws.merged_mask_dir if opts.export_alpha and not to_video else None
     debug_dir = all_debug if debug else None
     for d in (mask_dir, debug_dir):
         if d is not None:
             d.mkdir(parents=True, exist_ok=True)
     precision = choose_precision(precision, resolve_device(device))[0]
-    made = MergeRecord(out_dir, _settings(info, opts, precision))
-    todo = [p for p in frames if force
-            or not (made.current(p.stem) and frame_done(p, out_dir, mask_dir, debug_dir))]
-    made.forget([p.stem for p in todo])  # until remade, none of them counts as done
-    made.save()
-    report = MergeReport(frames=len(frames), skipped=len(frames) - len(todo),
-                         model_id=info.model_id, out_dir=out_dir)
+    settings = _settings(info, opts, precision)
+    stream = plan_stream(ws, source, frames, video) if to_video else None
+    if stream is not None:
+        settings["video"] = stream.spec.to_json()
+    made = MergeRecord(out_dir, settings)
+    report = MergeReport(frames=len(frames), model_id=info.model_id, out_dir=out_dir)
     report.frames_without_face = sum(1 for p in frames if not jobs.get(p.name))
+    if stream is None:
+        todo = [p for p in frames if force
+                or not (made.current(p.stem) and frame_done(p, out_dir, mask_dir, debug_dir))]
+        runs = source.chunks([p.name for p in todo],
+                             BATCH_FRAMES if isinstance(source, FolderFrames) else MIN_CHUNK)
+        folder = ws.frames_dir("dst")
+        items = [Item([(folder / n, jobs.get(n, [])) for n in run]) for run in runs]
+        keys = [[Path(n).stem for n in run] for run in runs]
+    else:
+        todo_segments = [(name, run) for name, run in stream.segments if force or not (
+            made.current(name) and segment_path(out_dir, name).is_file()
+            and (debug_dir is None or all(frame_done_debug(debug_dir, n) for n in run)))]
+        items = [Item([(out_dir.parent / n, jobs.get(n, [])) for n in run], name)
+                 for name, run in todo_segments]
+        keys = [[name] for name, _ in todo_segments]
+    made.forget([k for ks in keys for k in ks])  # until remade, none of them counts as done
+    made.save()
+    report.skipped = len(frames) - sum(len(it.frames) for it in items)
     setup = Setup(ws.model_dir, model_name, device, opts, out_dir, mask_dir, debug_dir,
-                   Mark.synthetic(info.model_id), precision)
-    items = [(p, jobs.get(p.name, [])) for p in todo]
-    n_workers = workers if workers is not None else _default_workers(len(items), device)
-    with reporter.task("Merging dst frames", len(items)) as task:
-        chunks = [items[i:i + BATCH_FRAMES] for i in range(0, len(items), BATCH_FRAMES)]
-        threads = default_workers() if n_workers <= 1 else 1  # in-process: every core
+                  Mark.synthetic(info.model_id), precision, source,
+                  stream.spec if stream else None)
+    _run(items, keys, setup, made, report, reporter, workers, device)
+    if stream is not None:
+        report.output = finish_stream(ws, stream, out_dir, setup.mark, reporter)
+    return report
+
+
+def _run(items: list[Item], keys: list[list[str]], setup: Setup, made: MergeRecord,
+         report: MergeReport, reporter: Reporter, workers: int | None, device: str) -> None:
+    """The items through the worker pool, each recorded (under its frame or segment
+    names) once its files are written and synced."""
+    total = sum(len(it.frames) for it in items)
+    n_workers = workers if workers is not None else _default_workers(total, device)
+    n_workers = max(1, min(n_workers, len(items)))
+    threads = default_workers() if n_workers <= 1 else 1  # in-process: every core
+    with reporter.task("Merging dst frames", total) as task:
         try:
             with create_executor(n_workers, init=init, initargs=(setup, threads),
                                  preload=("facelab.merge.worker",)) as ex:
-                for chunk, results in zip(chunks, ex.map(work, chunks), strict=True):
-                    for (frame, _), (faces, written) in zip(chunk, results, strict=True):
+                for names, results in zip(keys, ex.map(work, items), strict=True):
+                    for faces, written in results:
                         _sync(written)
-                        made.record(frame.stem)
                         report.merged_now += 1
                         report.faces += faces
                         task.advance()
+                    for name in names:
+                        made.record(name)
                     made.save(every=SAVE_EVERY_S)
         except BaseException:
             with contextlib.suppress(OSError):  # the error that stopped the run says more
                 made.save()
             raise
         made.save()
-    return report
 
 
 def _default_workers(items: int, device: str) -> int:

@@ -80,7 +80,7 @@ def frame_sizes(frames: list[Path]) -> tuple[int, int]:
     return first
 
 
-def _encoder_settings(fmt: OutputFormat, crf: int | None, bitrate: float | None
+def encoder_settings(fmt: OutputFormat, crf: int | None, bitrate: float | None
                       ) -> tuple[dict[str, str], int | None]:
     options = dict(fmt.options)
     if crf is not None and bitrate is not None:
@@ -145,7 +145,7 @@ def assemble(ws: Workspace, opts: AssembleOptions | None = None, reporter: Repor
     if opts.format not in FORMATS:
         raise FacelabError(f"Unknown format {opts.format!r}: choose {', '.join(FORMATS)}.")
     fmt = FORMATS[opts.format]
-    options, bit_rate = _encoder_settings(fmt, opts.crf, opts.bitrate_mbps)
+    options, bit_rate = encoder_settings(fmt, opts.crf, opts.bitrate_mbps)
     with locks.stage(ws.root, "assemble", "the result video of this workspace", reporter):
         return _assemble(ws, opts, fmt, options, bit_rate, reporter)
 

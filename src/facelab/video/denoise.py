@@ -45,6 +45,7 @@ from facelab.errors import FacelabError
 from facelab.fsutil import clean_stale_parts, move_to_trash, read_json, write_json
 from facelab.progress import NULL, Reporter
 from facelab.video.frames import default_workers, read_image
+from facelab.video.source import kept_as_video
 from facelab.workspace import Workspace, list_images
 
 STATE = "denoise.json"
@@ -87,6 +88,9 @@ def _check(ws: Workspace, side: str) -> Path:
         raise FacelabError(f"Only dst frames are denoised (DeepFaceLab denoises the video "
                            f"being changed, never the src faces); got {side!r}.")
     ws.require()
+    if kept_as_video(ws, "dst"):
+        raise FacelabError("dst is kept in its video, and denoising works on frame images: "
+                           "run `facelab video extract dst --frames png --force` first.")
     return ws.frames_dir("dst")
 
 

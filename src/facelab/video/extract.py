@@ -1,5 +1,11 @@
 """Stage 1: videos to numbered frames in `data_src/` or `data_dst/`.
 
+dst stays in its video by default (`--frames video`): one decode pass records every frame's
+timestamp and the key frames (`frames_index.json`), and later stages read frames from the
+video by number (`video/source.py`): no image per frame, a few hundred KB instead of
+gigabytes. `--frames png|jpg` writes numbered images (DeepFaceLab's way, for editing by
+hand); src is written as images by default (its frames are subsampled and few).
+
 A manifest (`frames.json`) records which input made which frames and whether it finished,
 so a rerun skips finished inputs and completes an interrupted one. For dst it also writes
 `video.json`: what `assemble` needs to rebuild a video with the same rate, size and audio.
@@ -13,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from facelab import locks
 from facelab.errors import FacelabError, PartialResult
@@ -29,11 +35,12 @@ from facelab.video.frames import (
     subsample,
     to_array,
 )
-from facelab.video.probe import info_of, open_video
+from facelab.video.index import build_index
+from facelab.video.probe import VideoInfo, info_of, open_video
+from facelab.video.source import INDEX, MANIFEST, VIDEO_FORMAT
 from facelab.video.timecode import format_timecode
 from facelab.workspace import Side, Workspace, list_images
 
-MANIFEST = "frames.json"
 #: `ImageWriter`'s temporary frame names (`.00042.part.png`): no pid in them, but only a run
 #: holding the side's lock writes them, so under the lock any found are a killed run's.
 _FRAME_PART = re.compile(r"^\.\d+\.part\.(png|jpg)$")
@@ -42,9 +49,12 @@ _FRAME_PART = re.compile(r"^\.\d+\.part\.(png|jpg)$")
 @dataclass
 class ExtractOptions:
     fps: Fraction | None = None  # src only: subsample to this rate; None = every frame
-    fmt: FrameFormat = "png"
+    fmt: FrameFormat | Literal["video"] | None = None  # None: video for dst, png for src
     jpeg_quality: int = 95
     force: bool = False
+
+    def format_for(self, side: Side) -> str:
+        return self.fmt or (VIDEO_FORMAT if side == "dst" else "png")
 
 
 @dataclass
@@ -55,6 +65,7 @@ class ExtractReport:
     frames_written: int = 0
     inputs_skipped: list[str] = field(default_factory=list)
     trashed_to: Path | None = None
+    kept_in_video: Path | None = None  # the frames stay in this video (no image files)
 
 
 def _settings(opts: ExtractOptions) -> dict[str, Any]:
@@ -62,7 +73,18 @@ def _settings(opts: ExtractOptions) -> dict[str, Any]:
     return {"format": opts.fmt, "fps": fps}
 
 
+def _kept_path(ws: Workspace, path: Path) -> str | None:
+    """Where a kept video is, for the manifest: None when it is the workspace's own
+    data_<side>.* (the record's name says it; the workspace can move), else its path."""
+    try:
+        return str(path.resolve().relative_to(ws.root.resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
 def _describe(settings: dict[str, Any]) -> str:
+    if settings.get("format") == VIDEO_FORMAT:
+        return "frames kept in the video (no image files)"
     rate = "every frame" if settings.get("fps") is None else f"{settings['fps']} fps"
     return f"{settings.get('format')}, {rate}"
 
@@ -76,10 +98,15 @@ def extract_frames(ws: Workspace, side: Side, inputs: list[Path] | None = None,
     ws.init()
     if side == "dst" and opts.fps is not None:
         reporter.warn("dst frames are always extracted at the full frame rate; --fps ignored.")
-        opts = ExtractOptions(None, opts.fmt, opts.jpeg_quality, opts.force)
+    fmt = opts.format_for(side)
+    opts = ExtractOptions(None if side == "dst" else opts.fps, fmt,  # type: ignore[arg-type]
+                          opts.jpeg_quality, opts.force)
     inputs = inputs or [ws.find_video(side)]
     if side == "dst" and len(inputs) != 1:
         raise FacelabError("dst takes exactly one video (every frame of it is replaced).")
+    if fmt == VIDEO_FORMAT and (len(inputs) != 1 or opts.fps is not None):
+        raise FacelabError(f"{side} frames stay in the video only for one video at its full "
+                           "rate: add --frames png to write them as images.")
     for path in inputs:  # fail on a bad input before anything is written
         open_video(path).close()
     with locks.stage(ws.root, f"video-{side}", f"data_{side}/ (the {side} frames)", reporter):
@@ -116,6 +143,8 @@ def _extract_frames(ws: Workspace, side: Side, inputs: list[Path], opts: Extract
             "--force moves them to the trash and extracts again."
         )
     settings = _settings(opts)
+    if opts.fmt == VIDEO_FORMAT:
+        report.kept_in_video = inputs[0]
     if manifest is not None and manifest.get("settings") != settings:
         raise FacelabError(
             f"{out.name}/ holds frames extracted as {_describe(manifest.get('settings', {}))}; "
@@ -141,9 +170,14 @@ def _extract_frames(ws: Workspace, side: Side, inputs: list[Path], opts: Extract
                 continue
         else:
             rec = {**identity, "first": next_number, "count": 0, "complete": False}
+            if opts.fmt == VIDEO_FORMAT:
+                rec["path"] = _kept_path(ws, path)
             records.append(rec)
         write_json(manifest_path, manifest)  # an interrupted run is recorded as incomplete
-        written, broke = _extract_one(ws, side, path, out, rec, opts, reporter)
+        if opts.fmt == VIDEO_FORMAT:
+            written, broke = _index_one(ws, side, path, out, rec, reporter)
+        else:
+            written, broke = _extract_one(ws, side, path, out, rec, opts, reporter)
         report.frames_written += written
         report.frames_total += rec["count"]
         next_number = rec["first"] + rec["count"]
@@ -198,18 +232,50 @@ def _extract_one(ws: Workspace, side: Side, path: Path, out: Path, rec: dict[str
     if state.frames == 0:
         raise FacelabError(f"{path.name} holds no decodable video frame.")
     if side == "dst":
-        info.frame_count = rec["count"]
-        info.duration_s = rec["count"] / float(info.fps)
-        data = info.to_json()
-        data["frame_format"] = opts.fmt
-        data["truncated"] = broke is not None
-        write_json(ws.video_json, data)
+        _write_video_json(ws, info, rec["count"], opts.fmt, broke is not None)
     return written, broke
+
+
+def _write_video_json(ws: Workspace, info: VideoInfo, count: int, fmt: str | None,
+                      truncated: bool) -> None:
+    info.frame_count = count
+    info.duration_s = count / float(info.fps)
+    data = info.to_json()
+    data["frame_format"] = fmt
+    data["truncated"] = truncated
+    write_json(ws.video_json, data)
+
+
+def _index_one(ws: Workspace, side: Side, path: Path, out: Path, rec: dict[str, Any],
+               reporter: Reporter) -> tuple[int, str | None]:
+    """Keep the frames in the video: one decode pass records each frame's timestamp and
+    the key frames (`frames_index.json`); (0 written, why it broke or None)."""
+    with open_video(path) as container:
+        info = info_of(container, path.name)
+        declared = container.streams.video[0].frames or None
+    with reporter.task(f"{side}: indexing {path.name}", declared or info.frame_count) as task:
+        index = build_index(path, on_frame=lambda _n: task.advance())
+    if len(index) == 0:
+        raise FacelabError(f"{path.name} holds no decodable video frame.")
+    write_json(out / INDEX, index.to_json())
+    rec["count"] = len(index)
+    broke = None
+    short = declared is not None and len(index) < declared - 1
+    if index.truncated or short:
+        of = f" of {declared}" if declared else ""
+        when = format_timecode(float(index.pts[-1] - index.pts[0]) * float(index.time_base))
+        broke = (f"{path.name} breaks at {when} (decoded {len(index)}{of} frames); kept the "
+                 "readable frames.")
+        rec["truncated_at_s"] = round(float(index.pts[-1] - index.pts[0])
+                                      * float(index.time_base), 3)
+    if side == "dst":
+        _write_video_json(ws, info, len(index), VIDEO_FORMAT, broke is not None)
+    return 0, broke
 
 
 def _trash_frames(ws: Workspace, side: Side, frames: list[Path]) -> Path:
     out = ws.frames_dir(side)
-    extra = [out / MANIFEST, out / "denoise.json", out / "denoise_originals"]
+    extra = [out / MANIFEST, out / INDEX, out / "denoise.json", out / "denoise_originals"]
     if side == "dst":
         extra.append(ws.video_json)
     trash = ws.new_trash_dir()
