@@ -14,10 +14,13 @@ Per clip and model:
   beforehand) through `Predictor.predict`, one batch per frame, in this process with 1 torch
   thread (what each pool worker runs) and with 2 (what `--workers 1` runs). The 2-process
   figure is 2× the 1-thread rate (perfect scaling, no process cost): the bar for workers 2.
-* merge: `merge()` on a fresh merged/ folder: default options (seamless, learned*dst, rct,
-  smooth 4) and `--mode overlay`, with workers 2 (the default pool on 2 cores) and 1.
-  Model loading, pool start, PNG reads, writes and the provenance mark are all inside.
-  ratio = merge wall time / prediction wall time for the same cores (goal ≤ 1.5).
+* merge: `merge(force=True)` with dst kept in its video (the default of `video extract`):
+  with defaults (straight into the result video, the worker layout measured or its default
+  on a short clip), then with the fixed layouts the defaults must match (1 process × 2
+  threads, 2 × 1), then `--to-frames` (a PNG per frame) and `--mode overlay`. Model
+  loading, pool start, decoding, the provenance mark, encoding and the join are all
+  inside. ratio = merge wall time / the faster prediction on the two cores (1 process with
+  2 threads, or the 2-process ceiling); goals ≥ 25 frames/s and ratio ≤ 1.3.
 
 On a machine shared with other jobs the wall times say more about the neighbours than about
 facelab, so two CPU-based columns follow: CPU ratio = merge CPU per frame / prediction CPU
@@ -54,9 +57,10 @@ CLIPS = {"grid": DATA / "grid" / "speaker_a_1.mpg",
          "pexels": DATA / "pexels" / "woman_pose_variety.mp4"}
 MODELS = {"quick96": ("quick96", 8), "sae": ("sae", 4),  # name: (preset, iterations)
           "meshswap": ("meshswap", 2)}
-RUNS = (("default", {}, 2), ("default", {}, 1), ("overlay", {"mode": "overlay"}, 2),
-        ("overlay", {"mode": "overlay"}, 1))
-GOAL_FPS, GOAL_RATIO = 15.0, 1.5
+#: (label, merge options, workers (None: the measured / default layout), to_video)
+RUNS = (("defaults", {}, None, None), ("defaults", {}, 1, None), ("defaults", {}, 2, None),
+        ("to frames", {}, None, False), ("overlay", {"mode": "overlay"}, None, None))
+GOAL_FPS, GOAL_RATIO = 25.0, 1.3
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, float]:
@@ -115,20 +119,21 @@ def crops_of(root: Path, model: str, max_frames: int | None) -> list[tuple[Any, 
     from facelab.merge.jobs import dst_faces, face_jobs
     from facelab.merge.predictor import model_info
     from facelab.merge.worker import _crop_meshes
-    from facelab.video.frames import read_image
-    from facelab.workspace import Workspace, list_images
+    from facelab.video.source import open_frames
+    from facelab.workspace import Workspace
 
     ws = Workspace(root)
     info = model_info(ws.model_dir, model)
     res = info.resolution
-    frames = [p for p in list_images(ws.frames_dir("dst")) if p.is_file()][:max_frames]
+    source = open_frames(ws, "dst")
+    frames = [ws.frames_dir("dst") / n for n in source.names][:max_frames]
     jobs = face_jobs(frames, dst_faces(ws), 4, 25.0, meshes=info.needs_mesh)
     out: list[tuple[Any, ...]] = []
     for p in frames:
         faces = jobs.get(p.name, [])
         if not faces:
             continue
-        frame = read_image(p)
+        frame = source.read(p.name)
         mats = [face_transform(f.landmarks, info.face_type, res, f.yaw) for f in faces]
         crops = np.stack([cv2.warpAffine(frame, m, (res, res), flags=cv2.INTER_CUBIC,
                                          borderMode=cv2.BORDER_REPLICATE)
@@ -156,9 +161,9 @@ def predict_rate(root: Path, model: str, crops: list[tuple[Any, ...]], threads: 
             load)
 
 
-def merge_rate(root: Path, model: str, overrides: dict[str, Any], workers: int,
-               repeat: int, max_frames: int | None, precision: str
-               ) -> tuple[float, float, int]:
+def merge_rate(root: Path, model: str, overrides: dict[str, Any], workers: int | None,
+               repeat: int, max_frames: int | None, precision: str,
+               to_video: bool | None) -> tuple[float, float, int]:
     from facelab.merge.merger import merge
     from facelab.merge.options import MergeOptions
     from facelab.progress import NullReporter
@@ -170,7 +175,8 @@ def merge_rate(root: Path, model: str, overrides: dict[str, Any], workers: int,
 
     def run() -> None:
         done.append(merge(ws, model, MergeOptions(**overrides), NullReporter(), device="cpu",
-                          workers=workers, frames_spec=spec, precision=precision).merged_now)
+                          workers=workers, frames_spec=spec, precision=precision,
+                          to_video=to_video, force=True).merged_now)
 
     for _ in range(repeat):
         shutil.rmtree(ws.merged_dir, ignore_errors=True)
@@ -232,14 +238,16 @@ def main() -> None:
             pred[0] = pred[1] / 2  # two 1-thread processes, perfect scaling
             rows.append(f"{clip:7} {model:8} {'predict 2 proc. ceil.':22} {n:6d} "
                         f"{n / pred[0]:7.1f} {'':6} {'':9} {'':9} {2 / pred_cpu:10.1f}")
-            for label, overrides, workers in RUNS:
+            for label, overrides, workers, to_video in RUNS:
                 wall, cpu_t, frames = merge_rate(spaces[clip], model, overrides, workers,
-                                                 a.repeat, a.max_frames, precision)
-                base = pred[0] * frames / n if workers > 1 else pred[2] * frames / n
+                                                    a.repeat, a.max_frames, precision,
+                                                    to_video)
+                base = min(pred[0], pred[2]) * frames / n  # the faster use of the 2 cores
                 fps = frames / wall
                 met = fps >= GOAL_FPS and wall / base <= GOAL_RATIO
                 flag = "" if met else "  (goal missed)"
-                rows.append(f"{clip:7} {model:8} {f'merge {label} w{workers}':22} "
+                who = f"w{workers}" if workers else "auto"
+                rows.append(f"{clip:7} {model:8} {f'merge {label} {who}':22} "
                             f"{frames:6d} {fps:7.1f} {wall / base:6.2f} "
                             f"{1000 * cpu_t / frames:9.1f} {cpu_t / frames / pred_cpu:9.2f} "
                             f"{2 * frames / cpu_t:10.1f}{flag}")

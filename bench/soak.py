@@ -8,8 +8,10 @@ PyAV where no ffmpeg binary is found), and a meshswap model is built from anothe
 speaker (`facelab train --preset meshswap`: seconds; in ROOT/model/, with the unlooped clip
 as dst). Setup is untimed and kept in --root for the next run; the soak runs in ROOT/soak/.
 
-Each stage runs as the real CLI in a subprocess (`facelab -w ROOT/soak video extract dst`,
-`extract dst`, `merge --model-name soak`; its outputs removed first); every --interval
+Each stage runs as the real CLI in a subprocess, its outputs removed first: by default the
+streaming route (`facelab -w ROOT/soak video extract dst`, dst kept in its video; `extract
+dst`; `merge --model-name soak --to-video`, counted by its finished segments), or with
+`--stages video extract merge` the PNG route (`--frames png`, `merge --to-frames`); every --interval
 seconds the bench sums over that process and all its descendants (fork server, pool
 workers; psutil if installed, else /proc) the resident memory (RSS), open file descriptors
 and processes, and counts the stage's output files (frames done: data_dst/*.png,
@@ -23,7 +25,7 @@ the frames (goal: steady; start-up and exit reported apart). Every sample goes t
 
 Usage: .venv/bin/python bench/soak.py [--frames 15000] [--root DIR] [--csv FILE]
            [--clip grid/speaker_a_1.mpg] [--src grid/speaker_b.mpg] [--interval 1]
-           [--stages video extract merge]
+           [--stages index extract stream | video extract merge]
 """
 
 from __future__ import annotations
@@ -60,13 +62,20 @@ class Stage:
 
 
 STAGES = {
-    "video": Stage("video extract dst", ("video", "extract", "dst"), "data_dst", ".png",
-                   ("data_dst",)),
+    "video": Stage("video extract dst --frames png", ("video", "extract", "dst", "--frames",
+                                                       "png"), "data_dst", ".png", ("data_dst",)),
+    # dst kept in its video (the default): frames are only indexed, nothing to count
+    "index": Stage("video extract dst", ("video", "extract", "dst"), "data_dst", ".none",
+                   ("data_dst/frames.json", "data_dst/frames_index.json",
+                    "data_dst/video.json")),
     "extract": Stage("extract dst", ("extract", "dst"), "data_dst/aligned_debug", ".jpg",
                      ("data_dst/aligned", "data_dst/aligned_debug", "data_dst/faces.json",
                       "data_dst/aligned_missing.txt")),
-    "merge": Stage("merge", ("merge", "--model-name", MODEL), "data_dst/merged", ".png",
-                   ("data_dst/merged",)),
+    "merge": Stage("merge --to-frames", ("merge", "--model-name", MODEL, "--to-frames"),
+                   "data_dst/merged", ".png", ("data_dst/merged",)),
+    # straight into the video: frames done counted from the finished segments' names
+    "stream": Stage("merge --to-video", ("merge", "--model-name", MODEL, "--to-video"),
+                    "data_dst/merged_video", ".mp4", ("data_dst/merged_video", "result.mp4")),
 }
 
 
@@ -136,11 +145,17 @@ def usage(pids: list[int]) -> tuple[float, int, int]:
 
 
 def count(folder: Path, suffix: str) -> int:
+    """Frames done: output files, or for segments (seg_00001-00100.mp4) the frames they
+    hold."""
     try:
         with os.scandir(folder) as it:
-            return sum(1 for e in it if e.name.endswith(suffix) and not e.name.startswith("."))
+            names = [e.name for e in it if e.name.endswith(suffix) and not e.name.startswith(".")]
     except FileNotFoundError:
         return 0
+    if suffix != ".mp4":
+        return len(names)
+    spans = (n[4:-4].split("-") for n in names if n.startswith("seg_"))
+    return sum(int(b) - int(a) + 1 for a, b in spans)
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -368,7 +383,9 @@ def main() -> None:
                         help="samples file (default: soak.csv in --root, else in the "
                         "temporary folder: /tmp/facelab_soak.csv)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
-    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
+    parser.add_argument("--stages", nargs="+", default=["index", "extract", "stream"],
+                        choices=list(STAGES), help="index extract stream: dst kept in its "
+                        "video (the default route); video extract merge: the PNG route")
     a = parser.parse_args()
     clip, src = DATA / a.clip, DATA / a.src
     for p in (clip, src):

@@ -87,7 +87,8 @@ class Case:
         self.tmp.mkdir()
         self.ws = Workspace(self.tmp / "frames")  # facelab's frames, also assemble's input
         self.ws.init()
-        self.frames = extract_frames(self.ws, "dst", [clip], ExtractOptions()).frames_total
+        self.frames = extract_frames(self.ws, "dst", [clip],
+                                     ExtractOptions(fmt="png")).frames_total
         info = json.loads(self.ws.video_json.read_text())
         self.fps = str(info["fps"])
         self.pattern = str(self.ws.frames_dir("dst") / "%05d.png")
@@ -102,7 +103,7 @@ class Case:
     def facelab_extract(self) -> Path:
         ws = Workspace(self.fresh("ws"))
         ws.init()
-        extract_frames(ws, "dst", [self.clip], ExtractOptions(force=True))
+        extract_frames(ws, "dst", [self.clip], ExtractOptions(fmt="png", force=True))
         return ws.frames_dir("dst")
 
     def ffmpeg_extract(self, png: list[str]) -> Path:

@@ -79,15 +79,19 @@ def put_video(ws: Path, side: str, source: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def aligned_faces(tmp_path_factory) -> Path:
-    """A workspace with GRID speaker B's faces as src and speaker A's as dst (8 fps, about 24
-    each), extracted once per session by the real CLI. Copy it (`copy_workspace`) before
-    training in it, so test modules do not see each other's models."""
+    """A workspace with GRID speaker B's faces as src (8 fps, 24) and speaker A's as dst
+    (all 75 frames, as PNGs), extracted once per session by the real CLI. Copy it
+    (`copy_workspace`) before training in it, so test modules do not see each other's
+    models."""
     pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 (installed by `make test`)")
     root = tmp_path_factory.mktemp("aligned") / "ws"
     root.mkdir()
     for side, clip in (("src", "grid/speaker_b.mpg"), ("dst", "grid/speaker_a_1.mpg")):
         put_video(root, side, data_file(clip))
-        res = run_facelab("-w", root, "video", "extract", side, "--fps", "8")
+        # dst as PNG frames: the route the merge tests read frames from (the video route,
+        # dst kept in its video, is tests/test_merge_stream.py's)
+        fmt = ("--frames", "png") if side == "dst" else ("--fps", "8")
+        res = run_facelab("-w", root, "video", "extract", side, *fmt)
         assert res.rc == 0, res.err
         res = run_facelab("-w", root, "extract", side, "--no-debug")
         assert res.rc == 0, res.err

@@ -17,9 +17,11 @@ import pytest
 
 from facelab.errors import FacelabError
 from facelab.video import denoise as dn
-from facelab.video.extract import extract_frames
+from facelab.video.extract import ExtractOptions, extract_frames
 from facelab.workspace import Workspace, list_images
 from tests.conftest import assert_one_line_error, data_file, put_video, run_facelab
+
+PNG = ExtractOptions(fmt="png")  # dst as frame images: the route these tests read
 
 N_FRAMES = 20
 
@@ -52,7 +54,7 @@ def grid_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ws = tmp_path_factory.mktemp("grid") / "ws"
     ws.mkdir()
     put_video(ws, "dst", data_file("grid/speaker_b.mpg"))
-    extract_frames(Workspace(ws), "dst")
+    extract_frames(Workspace(ws), "dst", opts=PNG)
     return ws / "data_dst"
 
 
@@ -206,7 +208,8 @@ def test_cli(workspace: Path, grid_b: Path) -> None:
     put_video(workspace, "dst", grid_b)
     res = run_facelab("-w", workspace, "video", "denoise", "dst")
     assert_one_line_error(res, "no dst frames", "facelab video extract dst")
-    assert run_facelab("-w", workspace, "-q", "video", "extract", "dst").rc == 0
+    assert run_facelab("-w", workspace, "-q", "video", "extract", "dst", "--frames",
+                       "png").rc == 0
     dst = workspace / "data_dst"
     originals = hashes(dst)
 

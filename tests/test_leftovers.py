@@ -22,10 +22,12 @@ from facelab.progress import NullReporter
 from facelab.video.assemble import AssembleOptions, assemble
 from facelab.video.cut import cut_video
 from facelab.video.denoise import denoise_frames
-from facelab.video.extract import extract_frames
+from facelab.video.extract import ExtractOptions, extract_frames
 from facelab.workspace import Workspace
 from tests.conftest import ROOT
 from tests.test_faceimage import write_faces
+
+PNG = ExtractOptions(fmt="png")  # dst as frame images: the route these tests read
 
 
 def make_dst(ws: Path, frames: int = 8, size: tuple[int, int] = (64, 48)) -> Workspace:
@@ -34,7 +36,7 @@ def make_dst(ws: Path, frames: int = 8, size: tuple[int, int] = (64, 48)) -> Wor
     ws.mkdir(parents=True, exist_ok=True)
     write_clip(ws / "data_dst.mp4", frames, size)
     workspace = Workspace(ws)
-    extract_frames(workspace, "dst")
+    extract_frames(workspace, "dst", opts=PNG)
     return workspace
 
 
@@ -144,7 +146,7 @@ def test_video_extract_and_denoise_remove_their_leftovers(tmp_path: Path) -> Non
         running = part(dst / "frames.json", live)
         user = dst / ".00003.part.png.keep"
         user.write_bytes(b"not ours")
-        rep = extract_frames(ws, "dst")  # finished before: a rerun only cleans
+        rep = extract_frames(ws, "dst", opts=PNG)  # finished before: a rerun only cleans
         assert rep.frames_written == 0
         assert not any(p.exists() for p in stale) and running.exists() and user.exists()
 

@@ -24,10 +24,12 @@ from facelab.provenance.mark import IPTC_DST
 from facelab.provenance.verify import verify
 from facelab.provenance.xmp import build_xmp, parse_xmp
 from facelab.video.assemble import AssembleOptions, assemble
-from facelab.video.extract import extract_frames
+from facelab.video.extract import ExtractOptions, extract_frames
 from facelab.video.formats import FORMATS
 from facelab.workspace import Workspace
 from tests.conftest import data_file, put_video, run_facelab
+
+PNG = ExtractOptions(fmt="png")  # dst as frame images: the route these tests read
 
 MODEL = "quick96:ab12cd34"
 N = 4  # frames per test video
@@ -68,6 +70,35 @@ def test_image_round_trip(tmp_path: Path, astronaut: np.ndarray, mark: Mark, ext
     assert data.count(key) == 1
     path.write_bytes(data)
     assert read_mark(path) == again
+
+
+def test_encode_png_is_lossless_marked_and_smaller(mark: Mark):
+    """The merge's PNG writer: every layout reads back exactly (OpenCV and Pillow), the mark
+    is found, and a video frame is smaller than OpenCV's fastest PNG (Up rows against Sub
+    and run-length: 29 % smaller on this frame)."""
+    import io
+
+    import av
+    from PIL import Image
+
+    from facelab.provenance.png import encode_png, png_mark
+
+    with av.open(str(data_file("pexels/woman_pose_variety.mp4"))) as video:
+        frame = next(video.decode(video=0)).to_ndarray(format="bgr24")  # 640×360
+    alpha = np.tile(np.arange(frame.shape[1], dtype=np.uint8), (frame.shape[0], 1))
+    for image in (frame, cv2.merge([frame, alpha]), alpha):
+        data = encode_png(image, mark)
+        assert np.array_equal(cv2.imdecode(np.frombuffer(data, np.uint8),
+                                           cv2.IMREAD_UNCHANGED), image)
+        rgb = image if image.ndim == 2 else cv2.cvtColor(
+            image, cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), rgb)
+        assert png_mark(io.BytesIO(data), len(data), "frame") == mark
+        assert data.endswith(b"IEND\xaeB`\x82")  # what a resume checks a frame ends with
+    assert png_mark(io.BytesIO(encode_png(frame)), len(encode_png(frame)), "frame") is None
+    assert len(encode_png(frame)) < 0.9 * len(cv2.imencode(".png", frame)[1])
+    with pytest.raises(ValueError):
+        encode_png(frame.astype(np.float32))
 
 
 def test_pillow_sees_our_xmp(tmp_path: Path, astronaut: np.ndarray, mark: Mark):
@@ -131,7 +162,7 @@ def marked_ws(tmp_path_factory, mark: Mark) -> Workspace:
     root.mkdir()
     put_video(root, "dst", data_file("grid/speaker_b.mpg"))
     ws = Workspace(root)
-    extract_frames(ws, "dst")
+    extract_frames(ws, "dst", opts=PNG)
     ws.merged_dir.mkdir(exist_ok=True)
     for p in sorted(ws.frames_dir("dst").glob("*.png"))[:N]:
         write_marked(ws.merged_dir / p.name, cv2.imread(str(p)), mark)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from facelab.errors import FacelabError
 from facelab.video.probe import VideoInfo, probe
+from facelab.video.source import kept_as_video, open_frames
 from facelab.workspace import SIDES, VIDEO_EXTENSIONS, Workspace, list_images
 
 
@@ -24,6 +26,7 @@ class Inventory:
     models: list[str] = field(default_factory=list)
     results: list[str] = field(default_factory=list)
     trash_entries: int = 0
+    kept: dict[str, int] = field(default_factory=dict)  # side -> frames kept in its video
 
 
 def inventory(ws: Workspace) -> Inventory:
@@ -44,6 +47,10 @@ def inventory(ws: Workspace) -> Inventory:
         folders += [ws.frames_dir(side), ws.aligned_dir(side), ws.aligned_debug_dir(side),
                     ws.aligned_trash_dir(side)]
     folders += [ws.merged_dir, ws.merged_mask_dir]
+    for side in SIDES:
+        if kept_as_video(ws, side):
+            with contextlib.suppress(FacelabError, OSError, ValueError):
+                inv.kept[side] = len(open_frames(ws, side))
     for d in folders:
         if d.is_dir():
             inv.folders.append(FolderCount(str(d.relative_to(ws.root)), len(list_images(d))))

@@ -50,6 +50,10 @@ def merge_cmd(
                                        "(default WORKSPACE/result.mp4)."),
     audio: bool = typer.Option(True, "--audio/--no-audio", help="--to-video: keep dst's "
                                "audio."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Processes merging "
+                                       "(the cores shared among them); default: the split "
+                                       "measured fastest on this machine for this model, "
+                                       "cached."),
     **given: Any,
 ) -> None:
     """Blend the model's src faces into every dst frame, straight into the result video
@@ -62,7 +66,7 @@ def merge_cmd(
     video = stream.VideoOutput(format=video_format, crf=crf, output=output, audio=audio)
     rep = merger.merge(st.ws, model_name, opts, st.reporter, device=device,
                        precision=precision, frames_spec=frames, debug=debug, force=force,
-                       to_video=to_video, video=video)
+                       to_video=to_video, video=video, workers=workers)
     skipped = f", {rep.skipped} already done" if rep.skipped else ""
     into = rep.output if rep.output is not None else rep.out_dir
     out.print(f"Merged {rep.merged_now} frame(s) ({rep.faces} face(s), "

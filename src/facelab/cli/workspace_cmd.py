@@ -53,6 +53,8 @@ def info() -> None:
                           f"frames, {dur}, {v.codec}, audio: {audio}")
         else:
             table.add_row(v.split(":")[0], "[red]unreadable[/]")
+    for side, frames in inv.kept.items():
+        table.add_row(f"data_{side}/", f"{frames} frames kept in the video (indexed)")
     for f in inv.folders:
         table.add_row(f.path + "/", f"{f.files} images")
     for r in inv.results:

@@ -36,8 +36,9 @@ import numpy as np
 
 from facelab import locks
 from facelab.errors import FacelabError
-from facelab.executor import create_executor, default_workers
+from facelab.executor import Executor, create_executor, default_workers
 from facelab.faces.debug import draw_debug
+from facelab.faces.detect import _base as detect_base
 from facelab.faces.extractor import Extractor, ExtractorOptions
 from facelab.faces.faceimage import write_face
 from facelab.faces.framefile import UnreadableFrame, quiet_opencv, read_frame
@@ -47,7 +48,8 @@ from facelab.fsutil import atomic_path, clean_stale_parts, move_to_trash, read_j
 from facelab.options import option
 from facelab.options import validate as check_options
 from facelab.progress import NULL, Reporter
-from facelab.video.source import FolderFrames, FrameSource, open_frames
+from facelab.tuning import Layout, layout_for, run_measured
+from facelab.video.source import FolderFrames, FrameSource, VideoSource, open_frames
 from facelab.workspace import Side, Workspace
 
 STATE = FACES_STATE
@@ -225,12 +227,22 @@ def _finish(ws: Workspace, side: Side, state: _State, report: FaceExtractReport)
         raise NoFaceFound(no_face_message(ws.frames_dir(side), len(state.frames)))
 
 
-def _workers(opts: FaceExtractOptions, frames: int) -> int:
+def _frame_size(source: FrameSource, frames: list[str]) -> list[int] | None:
+    if isinstance(source, VideoSource):
+        return [source.index.height, source.index.width]
+    try:
+        return list(source.read(frames[0]).shape[:2]) if frames else None
+    except FacelabError:  # a damaged first frame: reported when its turn comes
+        return None
+
+
+def _given_layout(opts: FaceExtractOptions, frames: int) -> Layout | None:
+    """The layout the user or the job fixes; None: measured (`tuning.py`)."""
     if opts.workers is not None:
-        return max(1, min(opts.workers, frames))
+        return layout_for(max(1, min(opts.workers, frames)))
     if frames < MIN_POOL_FRAMES or opts.extractor.device == "cuda":
-        return 1
-    return default_workers(MAX_WORKERS)
+        return Layout(1, default_workers())
+    return None
 
 
 Result = tuple[int, list[Path], str | None]  # faces found, files written, why unreadable
@@ -263,14 +275,14 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(options: ExtractorOptions, source: FrameSource, aligned: Path,
-                 debug_dir: Path | None, quality: int, pooled: bool) -> None:
+                 debug_dir: Path | None, quality: int, pooled: bool, threads: int = 1) -> None:
     """Load the models once per worker (a bad detector name or a missing package fails
-    here and is raised by the first frame). In a pool process each runtime gets one
-    thread: the processes are the parallelism."""
+    here and is raised by the first frame), each runtime with the layout's `threads`."""
     if pooled:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ.setdefault(var, "1")
-        cv2.setNumThreads(1)
+            os.environ[var] = str(threads)
+    cv2.setNumThreads(threads)
+    detect_base.THREADS[0] = threads
     quiet_opencv()
     _WORKER.clear()
     extractor = Extractor(options)
@@ -318,17 +330,23 @@ def _process(ws: Workspace, side: Side, source: FrameSource, frames: list[str],
     aligned.mkdir(parents=True, exist_ok=True)
     if debug:
         debug_dir.mkdir(parents=True, exist_ok=True)
-    workers = _workers(opts, len(frames))
-    if workers > 1:
-        quiet_env()  # before the fork server imports mediapipe
-    initargs = (options, source, aligned, debug_dir if debug else None, opts.jpeg_quality,
-                workers > 1)
+    def start(layout: Layout) -> Executor:
+        if layout.workers > 1:
+            quiet_env()  # before the fork server imports mediapipe
+        initargs = (options, source, aligned, debug_dir if debug else None,
+                    opts.jpeg_quality, layout.workers > 1, layout.threads)
+        return create_executor(layout.workers, init=_init_worker, initargs=initargs,
+                               preload=PRELOAD, pin=True)
+
     chunks = source.chunks(frames)
+    key = {"detector": options.detector, "landmarks": options.landmarks,
+           "size": _frame_size(source, frames)}  # the detector's cost grows with it
     try:
-        with (reporter.task(label, len(frames)) as task,
-              create_executor(workers, init=_init_worker, initargs=initargs, preload=PRELOAD,
-                              pin=True) as ex):
-            results = ex.map(_worker_chunk, chunks, discard=_discard)
+        with reporter.task(label, len(frames)) as task:
+            results = run_measured(chunks, _worker_chunk, start, "extract", key,
+                                   layout=_given_layout(opts, len(frames)), discard=_discard,
+                                   reporter=reporter, max_workers=MAX_WORKERS,
+                                   default=Layout(min(MAX_WORKERS, default_workers()), 1))
             for chunk, chunk_results in zip(chunks, results, strict=True):
                 for name, (faces, _written, unreadable) in zip(chunk, chunk_results,
                                                                strict=True):

@@ -33,7 +33,8 @@ from facelab.merge.smooth import (
     smooth_landmarks,
 )
 from facelab.meshswap.descriptors import MIN_MESH_POINTS
-from facelab.workspace import Workspace, list_images
+from facelab.video.source import open_frames
+from facelab.workspace import Workspace
 
 
 @dataclass
@@ -47,8 +48,10 @@ class FaceJob:
 
 
 def dst_frames(ws: Workspace) -> list[Path]:
-    """The dst frames in clip order."""
-    return [p for p in list_images(ws.frames_dir("dst")) if p.is_file()]
+    """The dst frames in clip order (for dst kept in its video, paths by name only: the
+    frames are read through `video/source.py`)."""
+    folder = ws.frames_dir("dst")
+    return [folder / name for name in open_frames(ws, "dst").names]
 
 
 def dst_faces(ws: Workspace) -> dict[str, list[FaceMeta]]:

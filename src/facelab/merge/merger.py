@@ -25,11 +25,11 @@ from typing import Any
 from facelab import locks
 from facelab.device import choose_precision, resolve_device
 from facelab.errors import FacelabError
-from facelab.executor import create_executor, default_workers
+from facelab.executor import Executor, create_executor, default_workers
 from facelab.faces.faceimage import FaceMeta
 from facelab.faces.facetype import FaceType
 from facelab.fsutil import clean_stale_parts
-from facelab.merge.jobs import dst_faces, dst_fps, face_jobs, without_mesh
+from facelab.merge.jobs import dst_faces, dst_fps, dst_frames, face_jobs, without_mesh
 from facelab.merge.options import MergeOptions
 from facelab.merge.predictor import ModelInfo, model_info
 from facelab.merge.resume import SAVE_EVERY_S, MergeRecord, frame_done
@@ -44,6 +44,7 @@ from facelab.merge.video_out import SEGMENTS_DIR, segment_path
 from facelab.merge.worker import BATCH_FRAMES, Item, Setup, init, work
 from facelab.progress import Reporter
 from facelab.provenance.mark import Mark
+from facelab.tuning import Layout, layout_for, run_measured
 from facelab.video.source import MIN_CHUNK, FolderFrames, VideoSource, open_frames
 from facelab.workspace import Workspace
 
@@ -124,7 +125,7 @@ def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporte
     if opts.mode == "auto":  # the family's: a shaded meshswap face brings dst's light itself
         opts = dataclasses.replace(opts, mode=info.blend)
     source = open_frames(ws, "dst")
-    frames = [ws.frames_dir("dst") / n for n in source.names]
+    frames = dst_frames(ws)
     if not frames:
         raise FacelabError(f"{ws.frames_dir('dst')} holds no frames: run "
                            "`facelab video extract dst` first.")
@@ -182,44 +183,50 @@ def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporte
     setup = Setup(ws.model_dir, model_name, device, opts, out_dir, mask_dir, debug_dir,
                   Mark.synthetic(info.model_id), precision, source,
                   stream.spec if stream else None)
-    _run(items, keys, setup, made, report, reporter, workers, device)
+    _run(items, keys, setup, made, report, reporter, workers, device, info)
     if stream is not None:
         report.output = finish_stream(ws, stream, out_dir, setup.mark, reporter)
     return report
 
 
 def _run(items: list[Item], keys: list[list[str]], setup: Setup, made: MergeRecord,
-         report: MergeReport, reporter: Reporter, workers: int | None, device: str) -> None:
+         report: MergeReport, reporter: Reporter, workers: int | None, device: str,
+         info: ModelInfo) -> None:
     """The items through the worker pool, each recorded (under its frame or segment
-    names) once its files are written and synced."""
+    names) once its files are written and synced. Processes × threads: `workers` when
+    given, else the layout measured fastest for this model on this machine (the first
+    items of a long merge are its trials; `tuning.py`), one process on a GPU."""
     total = sum(len(it.frames) for it in items)
-    n_workers = workers if workers is not None else _default_workers(total, device)
-    n_workers = max(1, min(n_workers, len(items)))
-    threads = default_workers() if n_workers <= 1 else 1  # in-process: every core
+
+    def start(layout: Layout) -> Executor:
+        return create_executor(layout.workers, init=init, initargs=(setup, layout.threads),
+                               preload=("facelab.merge.worker",))
+
+    layout = layout_for(workers) if workers is not None else None
+    if layout is None and resolve_device(device).type != "cpu":
+        layout = Layout(1, default_workers())  # one process feeds the GPU
+    key = {"family": info.family, "resolution": info.resolution, "precision": setup.precision,
+           "face_type": info.face_type.value, "mesh": "prd" in setup.options.mask_parts,
+           "enhance": setup.options.super_resolution, "to_video": setup.video is not None}
     with reporter.task("Merging dst frames", total) as task:
         try:
-            with create_executor(n_workers, init=init, initargs=(setup, threads),
-                                 preload=("facelab.merge.worker",)) as ex:
-                for names, results in zip(keys, ex.map(work, items), strict=True):
-                    for faces, written in results:
-                        _sync(written)
-                        report.merged_now += 1
-                        report.faces += faces
-                        task.advance()
-                    for name in names:
-                        made.record(name)
-                    made.save(every=SAVE_EVERY_S)
+            results = run_measured(items, work, start, "merge", key, layout=layout,
+                                   reporter=reporter)
+            for names, result in zip(keys, results, strict=True):
+                for faces, written in result:
+                    _sync(written)
+                    report.merged_now += 1
+                    report.faces += faces
+                    task.advance()
+                for name in names:
+                    made.record(name)
+                # a segment is seconds of work: recorded at once
+                made.save(every=0 if setup.video is not None else SAVE_EVERY_S)
         except BaseException:
             with contextlib.suppress(OSError):  # the error that stopped the run says more
                 made.save()
             raise
         made.save()
-
-
-def _default_workers(items: int, device: str) -> int:
-    if items < 8 or device.startswith("cuda"):
-        return 1
-    return default_workers(4)
 
 
 def _check_face_type(ws: Workspace, info: ModelInfo, by_frame: dict[str, list[FaceMeta]]) -> None:

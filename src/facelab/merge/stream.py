@@ -13,8 +13,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
+import av.error
+
 from facelab.errors import FacelabError
-from facelab.fsutil import move_to_trash, read_json
+from facelab.fsutil import clean_stale_parts, move_to_trash, read_json
 from facelab.merge.options import MergeOptions
 from facelab.merge.video_out import (
     SEGMENT_EXT,
@@ -26,6 +29,7 @@ from facelab.merge.video_out import (
 )
 from facelab.progress import Reporter
 from facelab.provenance import Mark
+from facelab.provenance.video import container_marks
 from facelab.video.assemble import encoder_settings
 from facelab.video.formats import FORMATS
 from facelab.video.probe import VideoInfo
@@ -100,6 +104,21 @@ def plan_stream(ws: Workspace, source: FrameSource, frames: list[Path],
     return Stream(spec, segments, output, info, audio, tag)
 
 
+def _up_to_date(output: Path, segments: list[Path], tag: str, mark: Mark) -> bool:
+    """The result was joined from these very segments with these settings: a rerun with
+    nothing to merge leaves it (and the trash) alone."""
+    if not output.is_file() or output.stat().st_mtime_ns < max(
+            p.stat().st_mtime_ns for p in segments):
+        return False
+    try:
+        with av.open(str(output)) as done:
+            tags = {k.lower(): v for k, v in done.metadata.items()}
+            found = container_marks(done)
+    except av.error.FFmpegError:
+        return False
+    return tags.get("comment") == tag and bool(found) and found[0][1].model_id == mark.model_id
+
+
 def frame_done_debug(debug_dir: Path, name: str) -> bool:
     return (debug_dir / f"{Path(name).stem}.jpg").exists()
 
@@ -112,6 +131,9 @@ def finish_stream(ws: Workspace, stream: Stream, folder: Path, mark: Mark,
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         raise FacelabError(f"Segment {missing[0]} of the result is missing: merge again.")
+    clean_stale_parts(stream.output.parent, of=stream.output)  # a killed join's
+    if _up_to_date(stream.output, paths, stream.tag, mark):
+        return stream.output
     previous = [stream.output] if stream.output.exists() else []
     trash = ws.new_trash_dir() if previous else None
     join_segments(paths, stream.output, stream.spec, stream.info, stream.audio, mark,

@@ -10,6 +10,7 @@ complete. The driver (`merge/merger.py`) only records and fsyncs what came back.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,18 +18,20 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facelab.errors import FacelabError
 from facelab.faces.facetype import face_transform, transform_points
 from facelab.fsutil import naming, temp_sibling
 from facelab.merge.compose import Placed, merge_face
 from facelab.merge.jobs import FaceJob
 from facelab.merge.options import MergeOptions
 from facelab.merge.predictor import Predictor, load_predictor
+from facelab.merge.video_out import SegmentWriter, VideoSpec, segment_path
 from facelab.provenance.mark import Mark
-from facelab.provenance.png import png_bytes_with_mark
+from facelab.provenance.png import encode_png
 from facelab.provenance.watermark import mark_frame
 from facelab.video.frames import read_image
+from facelab.video.source import FrameSource
 
+BATCH_FRAMES = 4  # frames whose faces are predicted as one batch
 _W: dict[str, Any] = {}
 
 
@@ -38,11 +41,22 @@ class Setup:
     model_name: str
     device: str
     options: MergeOptions
-    out_dir: Path
+    out_dir: Path  # merged/ (frames) or merged_video/ (segments)
     mask_dir: Path | None
     debug_dir: Path | None
     mark: Mark
     precision: str = "fp32"  # the prediction's, resolved (never "auto")
+    source: FrameSource | None = None  # dst's frames (None: read each path as an image)
+    video: VideoSpec | None = None  # set: each item is one segment of the result video
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of work: consecutive frames with their faces; `segment` names the video
+    segment they make (`--to-video`), None when each frame is written as a PNG."""
+
+    frames: list[tuple[Path, list[FaceJob]]]
+    segment: str | None = None
 
 
 def init(setup: Setup, threads: int = 1) -> None:
@@ -80,42 +94,86 @@ def _mesher() -> Any:
     return points
 
 
-def work(chunk: list[tuple[Path, list[FaceJob]]]) -> list[tuple[int, list[Path]]]:
-    """Merge a few consecutive frames; per frame (faces merged, files written).
+def work(item: Item) -> list[tuple[int, list[Path]]]:
+    """Merge a run of consecutive frames, a batch of `BATCH_FRAMES` at a time; per frame
+    (faces merged, files written). With a segment, the frames are encoded into it and the
+    segment's file is reported with the last frame.
 
-    All their faces go through the model as one batch: on CPU a batch of 4 costs about
+    All of a batch's faces go through the model at once: on CPU a batch of 4 costs about
     17 % less per face than one at a time (docs/BENCHMARKS.md, Merge)."""
     setup: Setup = _W["setup"]
+    writer = None
+    if item.segment is not None:
+        assert setup.video is not None
+        writer = SegmentWriter(segment_path(setup.out_dir, item.segment), setup.video)
+    results: list[tuple[int, list[Path]]] = []
+    try:
+        frames = _frames(setup, [p for p, _ in item.frames])
+        for i in range(0, len(item.frames), BATCH_FRAMES):
+            batch = item.frames[i:i + BATCH_FRAMES]
+            images = [next(frames) for _ in batch]
+            for (path, _), placed, frame in zip(batch, _predict(batch, images), images,
+                                                strict=True):
+                if writer is None:
+                    results.append(_merge_frame(path.stem, frame, placed, setup))
+                    continue
+                out, _alpha, tiles = _compose_frame(frame, placed, setup)
+                writer.add(mark_frame(out, setup.mark, index=_index(path.stem)))
+                results.append((len(placed), _write_debug(path.stem, tiles, setup)))
+        if writer is not None:
+            faces, written = results[-1]
+            results[-1] = (faces, [*written, writer.close()])
+            writer = None
+    finally:
+        if writer is not None:
+            writer.abort()
+    return results
+
+
+def _index(stem: str) -> int | None:
+    return int(stem) if stem.isdigit() else None
+
+
+def _frames(setup: Setup, paths: list[Path]) -> Iterator[np.ndarray]:
+    """The frames' pixels in order: from the dst source (a video decodes its run from a
+    key frame), or each path read as an image."""
+    if setup.source is None:
+        return (read_image(p) for p in paths)
+    return (image for _, image in setup.source.frames([p.name for p in paths]))
+
+
+def _predict(batch: list[tuple[Path, list[FaceJob]]], images: list[np.ndarray]
+             ) -> list[list[Placed]]:
+    """Crop every face of the batch, predict them as one batch; per frame its placed
+    faces."""
     predictor: Predictor = _W["predictor"]
     res = predictor.resolution
     face_type = predictor.info.face_type
-    frames, mats, crops = [], [], []
-    for frame_path, faces in chunk:
-        frame = read_image(frame_path)
-        frames.append(frame)
+    mats, crops = [], []
+    for (_, faces), frame in zip(batch, images, strict=True):
         mats.append([face_transform(f.landmarks, face_type, res, f.yaw) for f in faces])
         crops.extend(cv2.warpAffine(frame, m, (res, res), flags=cv2.INTER_CUBIC,
                                     borderMode=cv2.BORDER_REPLICATE) for m in mats[-1])
     predicted: np.ndarray | None = None
     learned: np.ndarray | None = None
-    batch = np.empty((0, res, res, 3), np.float32)
+    crops_f = np.empty((0, res, res, 3), np.float32)
     if crops:
-        batch = np.stack(crops).astype(np.float32) / 255
+        crops_f = np.stack(crops).astype(np.float32) / 255
         if predictor.info.needs_mesh:
-            meshes, poses = _crop_meshes(chunk, mats)
-            predicted, learned = predictor.predict(batch, meshes, poses)
+            meshes, poses = _crop_meshes(batch, mats)
+            predicted, learned = predictor.predict(crops_f, meshes, poses)
         else:
-            predicted, learned = predictor.predict(batch)
-    results, k = [], 0
-    for (frame_path, faces), frame, frame_mats in zip(chunk, frames, mats, strict=True):
+            predicted, learned = predictor.predict(crops_f)
+    placed_all, k = [], 0
+    for (_, faces), frame_mats in zip(batch, mats, strict=True):
         placed = []
         for f, m in zip(faces, frame_mats, strict=True):
             assert predicted is not None
             placed.append(Placed(m, f.landmarks, predicted[k],
-                                 None if learned is None else learned[k], batch[k]))
+                                 None if learned is None else learned[k], crops_f[k]))
             k += 1
-        results.append(_merge_frame(frame_path.stem, frame, placed, setup))
-    return results
+        placed_all.append(placed)
+    return placed_all
 
 
 def _crop_meshes(chunk: list[tuple[Path, list[FaceJob]]],
@@ -136,6 +194,15 @@ def _crop_meshes(chunk: list[tuple[Path, list[FaceJob]]],
 def _merge_frame(stem: str, frame: np.ndarray, placed: list[Placed],
                  setup: Setup) -> tuple[int, list[Path]]:
     """Compose the frame's predicted faces and write it; (faces merged, files written)."""
+    out, alpha, debug_tiles = _compose_frame(frame, placed, setup)
+    written = _write(stem, out, alpha, setup, setup.options, debug_tiles)
+    return len(placed), written
+
+
+def _compose_frame(frame: np.ndarray, placed: list[Placed], setup: Setup
+                   ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The frame with its predicted faces composed in, its alpha (the faces' masks) and
+    the debug tiles (when asked for)."""
     opts = setup.options
     out = np.zeros_like(frame) if opts.mode == "raw" else frame.copy()
     alpha = np.zeros(frame.shape[:2], np.float32)
@@ -152,8 +219,7 @@ def _merge_frame(stem: str, frame: np.ndarray, placed: list[Placed],
         alpha[y0:y1, x0:x1] = np.maximum(alpha[y0:y1, x0:x1], mask)
         if setup.debug_dir is not None:
             debug_tiles.append(_debug_tile(p, out, mask, (x0, y0, x1, y1)))
-    written = _write(stem, out, alpha, setup, opts, debug_tiles)
-    return len(placed), written
+    return out, alpha, debug_tiles
 
 
 def _debug_tile(p: Placed, out: np.ndarray, mask: np.ndarray,
@@ -178,22 +244,20 @@ def _write(stem: str, out: np.ndarray, alpha: np.ndarray, setup: Setup,
            opts: MergeOptions, debug_tiles: list[np.ndarray]) -> list[Path]:
     # the invisible watermark (its sign follows the frame number): no option leaves it out
     out = mark_frame(out, setup.mark, index=int(stem) if stem.isdigit() else None)
-    a8 = (alpha * 255).round().astype(np.uint8)
-    image = np.dstack([out, a8]) if (opts.export_alpha or opts.mode == "raw") else out
+    rgba = opts.export_alpha or opts.mode == "raw"
+    a8 = _alpha8(alpha) if rgba or setup.mask_dir is not None else None
+    image = cv2.merge([out, a8]) if a8 is not None and rgba else out
     written = []
     path = setup.out_dir / f"{stem}.png"
-    ok, data = cv2.imencode(".png", image)
-    if not ok:
-        raise FacelabError(f"Cannot encode the merged frame {path.name}.")
-    _put(path, png_bytes_with_mark(data.tobytes(), setup.mark))
+    _put(path, encode_png(image, setup.mark))
     written.append(path)
     if setup.mask_dir is not None:
         mpath = setup.mask_dir / f"{stem}.png"
-        _put(mpath, cv2.imencode(".png", a8)[1].tobytes())
+        _put(mpath, encode_png(a8))
         written.append(mpath)
     if setup.debug_dir is not None and debug_tiles:
         dpath = setup.debug_dir / f"{stem}.jpg"
-        ok, jpg = cv2.imencode(".jpg", np.vstack(debug_tiles), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        _, jpg = cv2.imencode(".jpg", np.vstack(debug_tiles), [cv2.IMWRITE_JPEG_QUALITY, 90])
         _put(dpath, jpg.tobytes())
         written.append(dpath)
     return written
@@ -214,3 +278,18 @@ def _put(path: Path, data: bytes) -> None:
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _alpha8(alpha: np.ndarray) -> np.ndarray:
+    """The faces' masks as 8-bit alpha (only made when written: ~1 ms a 360p frame)."""
+    return (alpha * 255).round().astype(np.uint8)
+
+
+def _write_debug(stem: str, tiles: list[np.ndarray], setup: Setup) -> list[Path]:
+    """The frame's debug image (dst | prediction | mask | result per face), when asked for."""
+    if setup.debug_dir is None or not tiles:
+        return []
+    path = setup.debug_dir / f"{stem}.jpg"
+    _, jpg = cv2.imencode(".jpg", np.vstack(tiles), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    _put(path, jpg.tobytes())
+    return [path]

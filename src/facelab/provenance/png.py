@@ -3,13 +3,23 @@ before the first IDAT (where exiftool and Adobe put it), CRC computed as the for
 
 The reader walks the chunk headers and reads only iTXt bodies, so a large frame costs a few
 seeks; a truncated or damaged structure is an `UnreadableFile`, never an exception of ours.
+
+`encode_png` writes a merged frame with its mark in one pass: every row PNG's "Up" filter
+(one numpy subtraction), deflate level 1. Against OpenCV's encoder (its fastest settings:
+"Sub" rows, level 1, run-length strategy) and then splicing the XMP in, it takes ~10 % less
+time for ~30 % smaller files on video frames (bench/merge_profile.py); deflate itself is
+most of the cost at any setting, FFmpeg's encoder included.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from functools import lru_cache
 from typing import BinaryIO
+
+import cv2
+import numpy as np
 
 from facelab.provenance.mark import Mark, UnreadableFile
 from facelab.provenance.xmp import MAX_PACKET, build_xmp, parse_xmp
@@ -26,12 +36,43 @@ def _is_xmp(kind: bytes, data: bytes) -> bool:
     return kind == b"iTXt" and data.startswith(KEYWORD + b"\0")
 
 
+@lru_cache(maxsize=8)
+def _xmp_chunk(mark: Mark) -> bytes:
+    # keyword, compression flag 0 and method 0, empty language and translated keyword
+    return _chunk(b"iTXt", KEYWORD + b"\0\0\0\0\0" + build_xmp(mark))
+
+
+#: channels → (PNG colour type, OpenCV conversion to PNG's channel order or None)
+_LAYOUTS = {1: (0, None), 3: (2, cv2.COLOR_BGR2RGB), 4: (6, cv2.COLOR_BGRA2RGBA)}
+_UP = 2  # PNG row filter type: each byte minus the byte above it
+
+
+def encode_png(image: np.ndarray, mark: Mark | None = None, level: int = 1) -> bytes:
+    """`image` (H×W or H×W×1/3/4 uint8, OpenCV's BGR(A) order) as PNG bytes, with `mark`
+    as its XMP when given."""
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or channels not in _LAYOUTS:
+        raise ValueError(f"cannot write a {image.dtype} image of shape {image.shape} as PNG")
+    kind, conversion = _LAYOUTS[channels]
+    h, w = image.shape[:2]
+    pixels = image if conversion is None else cv2.cvtColor(image, conversion)
+    rows = pixels.reshape(h, w * channels)
+    raw = np.empty((h, w * channels + 1), np.uint8)
+    raw[:, 0] = _UP
+    raw[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])  # wraps modulo 256, as PNG wants
+    deflate = zlib.compressobj(level, zlib.DEFLATED, 15, 8, zlib.Z_FILTERED)
+    data = deflate.compress(raw) + deflate.flush()
+    head = _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, kind, 0, 0, 0))
+    xmp = b"" if mark is None else _xmp_chunk(mark)
+    return b"".join((SIGNATURE, head, xmp, _chunk(b"IDAT", data), _chunk(b"IEND", b"")))
+
+
 def png_bytes_with_mark(png: bytes, mark: Mark) -> bytes:
     """`png` with `mark` as its XMP (an XMP chunk already there is replaced)."""
     if not png.startswith(SIGNATURE):
         raise ValueError("not PNG data")
-    # keyword, compression flag 0 and method 0, empty language and translated keyword
-    chunk = _chunk(b"iTXt", KEYWORD + b"\0\0\0\0\0" + build_xmp(mark))
+    chunk = _xmp_chunk(mark)
     out, pos, placed = [SIGNATURE], len(SIGNATURE), False
     while pos + 8 <= len(png):
         length, kind = struct.unpack(">I4s", png[pos:pos + 8])

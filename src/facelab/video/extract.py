@@ -253,7 +253,7 @@ def _index_one(ws: Workspace, side: Side, path: Path, out: Path, rec: dict[str, 
     with open_video(path) as container:
         info = info_of(container, path.name)
         declared = container.streams.video[0].frames or None
-    with reporter.task(f"{side}: indexing {path.name}", declared or info.frame_count) as task:
+    with reporter.task(f"{side}: {path.name} → {INDEX}", declared or info.frame_count) as task:
         index = build_index(path, on_frame=lambda _n: task.advance())
     if len(index) == 0:
         raise FacelabError(f"{path.name} holds no decodable video frame.")
@@ -263,11 +263,10 @@ def _index_one(ws: Workspace, side: Side, path: Path, out: Path, rec: dict[str, 
     short = declared is not None and len(index) < declared - 1
     if index.truncated or short:
         of = f" of {declared}" if declared else ""
-        when = format_timecode(float(index.pts[-1] - index.pts[0]) * float(index.time_base))
+        when = format_timecode(index.span_s)
         broke = (f"{path.name} breaks at {when} (decoded {len(index)}{of} frames); kept the "
                  "readable frames.")
-        rec["truncated_at_s"] = round(float(index.pts[-1] - index.pts[0])
-                                      * float(index.time_base), 3)
+        rec["truncated_at_s"] = round(index.span_s, 3)
     if side == "dst":
         _write_video_json(ws, info, len(index), VIDEO_FORMAT, broke is not None)
     return 0, broke

@@ -220,7 +220,10 @@ def to_video_frame(image: np.ndarray, layout: str, pix_fmt: str) -> av.VideoFram
 
 @contextlib.contextmanager
 def ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
-    """Collect the errors FFmpeg logs while decoding (corrupt packets, concealed frames)."""
+    """Collect the errors FFmpeg logs while decoding (corrupt packets, concealed frames).
+
+    Close the container only after leaving this block: freeing a decoder whose threads are
+    still logging into the capture deadlocks on the GIL (seen with damaged H.264)."""
     previous = av.logging.get_level()
     av.logging.set_level(av.logging.ERROR)
     try:

@@ -186,7 +186,7 @@ def open_frames(ws: Workspace, side: Side) -> FrameSource:
         return FolderFrames(folder, [p.name for p in list_images(folder) if p.is_file()])
     video, rec = kept_video(ws, side)
     try:
-        index = FrameIndex.from_json(read_json(folder / INDEX))
+        index = FrameIndex.from_json(read_json(folder / INDEX), folder / INDEX)
     except (OSError, ValueError) as e:
         raise FacelabError(f"{folder / INDEX} is missing or damaged ({e}): run `facelab "
                            f"video extract {side} --force`.") from None

@@ -27,6 +27,10 @@ DEVICES = ("auto", "cpu", "cuda")
 _REGISTRY: dict[str, type[Detector]] = {}
 
 
+#: threads each ONNX session of this process runs (extraction's measured layout sets it)
+THREADS = [0]
+
+
 class Detector(ABC):
     """Finds faces in one BGR frame; one instance per thread (the runtimes are not shared)."""
 
@@ -147,6 +151,7 @@ def onnx_session(model: bytes | str, device: str) -> object:
     if cuda and device in ("auto", "cuda"):
         providers.insert(0, "CUDAExecutionProvider")
     options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS[0]  # 0: ONNX Runtime's choice (one per core)
     options.log_severity_level = 3  # errors only: the model's harmless warnings are noise
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, options, providers=providers)

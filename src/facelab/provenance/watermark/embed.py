@@ -62,9 +62,18 @@ def embed(frame_bgr: np.ndarray, payload: bytes | int,
                         else cv2.COLOR_BGR2GRAY)
     delta, tex = strength(gray)
     a, b = _patterns(h, w, pattern.key_bytes(key), code.as_payload(payload))
-    wb = tex * pattern.B_WEIGHT  # B where the picture is textured (module docstring)
-    wa = np.sqrt(1 - wb * wb)
-    delta *= wa * a + (float(sign) * wb) * b
+    # delta *= wa·A + (sign·wb)·B, wb = B's weight where the picture is textured (module
+    # docstring), wa = √(1 − wb²): the same operations in place, no frame-sized temporaries
+    wb = tex
+    wb *= pattern.B_WEIGHT
+    wa = wb * wb
+    np.subtract(1, wa, out=wa)
+    np.sqrt(wa, out=wa)
+    wa *= a
+    wb *= float(sign)
+    wb *= b
+    wa += wb
+    delta *= wa
     rms = float(np.sqrt(np.mean(delta * delta)))
     if rms > MAX_RMS:
         delta *= MAX_RMS / rms
