@@ -120,7 +120,7 @@ def row(stage: str, frames: int, timing: tuple[float, float], base: tuple[float,
         ) -> str:
     wall, cpu = timing
     fps = frames / wall
-    goal = GOALS.get(stage.split()[0], None)
+    goal = GOALS.get(stage.split()[0])
     versus = ""
     if base is not None:
         versus = f" | {frames / base[0]:.1f} | {base[0] / wall:.2f}×"
@@ -164,7 +164,7 @@ def main() -> None:
     print("| stage | stream route | PNG route frames/s | speed-up |")
     print("|---|---|---|---|")
     print(row("extract (video → index / PNGs)", n, t_index, p_times.get("video")))
-    print(row("extract faces (dst, 1080p)", n, t_faces, None))
+    print(row("faces: extract dst at 1080p", n, t_faces, None))
     png_merge = None
     if p_times:
         png_merge = (p_times["merge"][0] + p_times["assemble"][0],

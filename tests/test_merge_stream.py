@@ -79,9 +79,19 @@ def test_stream_is_the_png_route_frame_for_frame(ws: Workspace, tmp_path: Path):
         assert np.array_equal(frame, cv2.imread(str(png))), png.name
 
 
-def test_default_result_keeps_audio_and_marks(ws: Workspace):
-    res = _merge(ws)  # dst kept in its video: --to-video is the default
+@pytest.fixture(scope="module")
+def streamed(ws: Workspace, tmp_path_factory) -> tuple[Result, Path]:
+    """The default merge (dst kept in its video: --to-video), run once; a copy of its
+    result for the tests that change the workspace."""
+    res = _merge(ws)
     assert res.rc == 0, res.err
+    copy = tmp_path_factory.mktemp("streamed") / "result.mp4"
+    shutil.copyfile(ws.root / "result.mp4", copy)
+    return res, copy
+
+
+def test_default_result_keeps_audio_and_marks(ws: Workspace, streamed: tuple[Result, Path]):
+    res, _ = streamed
     result = ws.root / "result.mp4"
     assert "result.mp4" in res.out
     with av.open(str(result)) as c:
@@ -106,9 +116,9 @@ def _recorded(record: Path) -> int:
         return 0
 
 
-def test_killed_stream_resumes_to_the_same_result(ws: Workspace, tmp_path: Path):
-    whole = tmp_path / "whole.mp4"
-    assert _merge(ws, "--output", str(whole), "--force").rc == 0
+def test_killed_stream_resumes_to_the_same_result(ws: Workspace, tmp_path: Path,
+                                                  streamed: tuple[Result, Path]):
+    whole = streamed[1]  # an uninterrupted run's
     w2 = Workspace(copy_workspace(ws.root, tmp_path / "ws2"))
     shutil.rmtree(w2.frames_dir("dst") / "merged_video")
     cmd = [sys.executable, "-m", "facelab", "-w", str(w2.root), "merge", "--model-name",

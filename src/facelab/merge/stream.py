@@ -37,6 +37,12 @@ from facelab.video.source import FrameSource, VideoSource
 from facelab.workspace import Workspace
 
 SEGMENT_SECONDS = 4.0  # a segment's length on a long clip
+#: x264's preset for a streaming merge: the encoder runs beside the model on every frame,
+#: and veryfast took 2.4× less CPU than assemble's medium at 360p and 1080p here, with
+#: files within 6 % at the same CRF (docs/BENCHMARKS.md, "Streaming")
+STREAM_PRESET = "veryfast"
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+           "slower", "veryslow")
 MIN_SEGMENT = 16  # frames; a short clip is cut in about 8 segments of at least this
 
 
@@ -49,6 +55,7 @@ class VideoOutput:
     bitrate_mbps: float | None = None
     output: Path | None = None  # default: WORKSPACE/result.<ext>
     audio: bool = True
+    preset: str = STREAM_PRESET  # x264's (mp4 formats)
 
 
 @dataclass
@@ -69,6 +76,8 @@ def check_streamable(opts: MergeOptions, frames_spec: str | None, video: VideoOu
     if opts.export_alpha or opts.mode == "raw":
         raise FacelabError("The result video carries no alpha: use --to-frames for "
                            "--export-alpha and --mode raw (merged PNGs with alpha).")
+    if video.preset not in PRESETS:
+        raise FacelabError(f"--preset {video.preset!r}: choose one of {', '.join(PRESETS)}.")
     if video.format not in STREAMABLE:
         raise FacelabError(f"--video-format {video.format!r}: a streaming merge writes "
                            f"{', '.join(STREAMABLE)}; for alpha formats use --to-frames "
@@ -87,6 +96,8 @@ def plan_stream(ws: Workspace, source: FrameSource, frames: list[Path],
     info = VideoInfo.from_json(read_json(ws.video_json))
     fmt = FORMATS[video.format]
     options, bit_rate = encoder_settings(fmt, video.crf, video.bitrate_mbps)
+    if "preset" in options:
+        options["preset"] = video.preset
     spec = VideoSpec(fmt.name, info.fps, info.width, info.height, options, bit_rate)
     names = [p.name for p in frames]
     runs = source.chunks(names, segment_length(len(names), float(info.fps)))
