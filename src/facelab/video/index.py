@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import bisect
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -34,14 +33,9 @@ import numpy as np
 
 from facelab.errors import FacelabError
 from facelab.video.frames import DecodeState, to_array
+from facelab.video.index_json import FORMAT, MAX_TS, VERSION, Invalid, parse, runs
 from facelab.video.probe import open_video
 
-FORMAT = "facelab-frame-index"
-VERSION = 1
-#: Refuse an index claiming more frames than this (about 46 hours at 60 fps): the run
-#: lengths are checked against it before anything is expanded.
-MAX_FRAMES = 10_000_000
-_MAX_TS = 2**62
 _DECODE_ERRORS = (av.error.InvalidDataError, av.error.EOFError, av.error.OSError)
 
 
@@ -119,8 +113,8 @@ class FrameIndex:
             "width": self.width, "height": self.height,
             "time_base": f"{self.time_base.numerator}/{self.time_base.denominator}",
             "frames": len(self.pts), "truncated": self.truncated,
-            "pts": _runs(self.pts), "keyframes": _runs(self.keyframes),
-            "seek_back": _runs(self.seek_back, steps=False),
+            "pts": runs(self.pts), "keyframes": runs(self.keyframes),
+            "seek_back": runs(self.seek_back, steps=False),
         }
 
     @classmethod
@@ -128,109 +122,11 @@ class FrameIndex:
         """Validate everything (the JSON is untrusted; `path` names it in the refusal)
         and build the index."""
         try:
-            return _parse(d)
-        except _Invalid as e:
+            return cls(**parse(d))
+        except Invalid as e:
             where = path.name if path is not None else "The frame index"
             raise FacelabError(f"{where} is invalid ({e}); delete it so facelab indexes "
                                "the video again.") from None
-
-
-class _Invalid(Exception):
-    """Why an index dict was refused: a clause from_json makes a sentence."""
-
-
-def _runs(values: list[int] | list[int | None], steps: bool = True) -> list[list[int | None]]:
-    """[[step, count], ...]: each value is the previous known one plus `step` (from 0);
-    a None value is a [None, count] run. With steps=False, runs of the values themselves."""
-    runs: list[list[int | None]] = []
-    prev = 0
-    for v in values:
-        step = None if v is None else (v - prev if steps else v)
-        if v is not None:
-            prev = v
-        if runs and runs[-1][0] == step:  # None == None; 0 != None
-            runs[-1][1] += 1  # type: ignore[operator]
-        else:
-            runs.append([step, 1])
-    return runs
-
-
-def _expand(v: Any, key: str, total: int | None, lo: int, hi: int, steps: bool = True,
-            nulls: bool = False, of: str = "frames") -> list[Any]:
-    """The values of `_runs`, each within [lo, hi]; the run counts are checked to sum to
-    `total` (or at most MAX_FRAMES) before anything is expanded."""
-    bad = _Invalid(f"{key} must be a list of [step, count] runs")
-    if not isinstance(v, list) or len(v) > MAX_FRAMES:
-        raise bad
-    count = 0
-    for run in v:
-        if not (isinstance(run, list) and len(run) == 2 and _is_int(run[1]) and run[1] >= 1
-                and ((_is_int(run[0]) and abs(run[0]) < _MAX_TS)
-                     or (nulls and run[0] is None))):
-            raise bad
-        count += run[1]
-        if count > MAX_FRAMES:
-            raise _Invalid(f"{key} holds more than {MAX_FRAMES:,} values")
-    if total is not None and count != total:
-        raise _Invalid(f"{key} holds {count} values for {total} {of}")
-    out: list[Any] = []
-    prev = 0
-    for step, n in v:
-        if step is None:
-            out.extend([None] * n)
-        elif not steps:
-            out.extend([step] * n)
-        else:
-            first = prev + step
-            prev = first + step * (n - 1)
-            if not lo <= first <= hi or not lo <= prev <= hi:
-                raise _Invalid(f"{key} must stay within {lo} to {hi}")
-            out.extend(range(first, first + step * n, step) if step else [first] * n)
-    if not steps and any(x is not None and not lo <= x <= hi for x in out):
-        raise _Invalid(f"{key} must stay within {lo} to {hi}")
-    return out
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _parse(d: Any) -> FrameIndex:
-    if not isinstance(d, dict):
-        raise _Invalid("it is not a JSON object")
-    keys = {"format", "version", "name", "size", "width", "height", "time_base", "frames",
-            "truncated", "pts", "keyframes", "seek_back"}
-    if missing := sorted(keys - d.keys()):
-        raise _Invalid(f"{missing[0]} is missing")
-    if d["format"] != FORMAT or not _is_int(d["version"]) or d["version"] != VERSION:
-        raise _Invalid(f"it is not a version {VERSION} {FORMAT}")
-    name = d["name"]
-    if not isinstance(name, str) or len(name) > 255 or name in ("", ".", "..") or any(
-            c in "/\\\x7f" or c < " " for c in name):
-        raise _Invalid("name must be a plain file name")
-    for key, hi in (("size", _MAX_TS), ("width", 1 << 16), ("height", 1 << 16),
-                    ("frames", MAX_FRAMES)):
-        if not _is_int(d[key]) or not (0 if key == "size" else 1) <= d[key] <= hi:
-            raise _Invalid(f"{key} must be an integer from {0 if key == 'size' else 1} "
-                           f"to {hi:,}")
-    if not isinstance(d["truncated"], bool):
-        raise _Invalid("truncated must be true or false")
-    tb = d["time_base"]
-    fraction = re.fullmatch(r"([1-9][0-9]{0,17})/([1-9][0-9]{0,17})", tb) \
-        if isinstance(tb, str) else None
-    if fraction is None:
-        raise _Invalid('time_base must be a fraction such as "1/90000"')
-    num, den = fraction.groups()
-    frames = d["frames"]
-    pts = _expand(d["pts"], "pts", frames, -_MAX_TS, _MAX_TS, nulls=True)
-    keyframes = _expand(d["keyframes"], "keyframes", None, 0, frames - 1)
-    if any(b <= a for a, b in pairwise(keyframes)):
-        raise _Invalid("keyframes must be increasing")
-    seek_back = _expand(d["seek_back"], "seek_back", len(keyframes), 0, _MAX_TS, steps=False,
-                        of="keyframes")
-    return FrameIndex(pts=pts, keyframes=keyframes, time_base=Fraction(int(num), int(den)),
-                      width=d["width"], height=d["height"], name=name, size=d["size"],
-                      truncated=d["truncated"], seek_back=seek_back)
 
 
 def _decode(container: av.container.InputContainer, stream: av.VideoStream,
@@ -275,7 +171,7 @@ def build_index(path: Path, on_frame: Callable[[int], None] | None = None,
             if frame.key_frame:
                 keyframes.append(n)
                 back = frame.pts - dts if frame.pts is not None and dts is not None else 0
-                seek_back.append(min(max(back, 0), _MAX_TS))
+                seek_back.append(min(max(back, 0), MAX_TS))
             pts.append(frame.pts)
             if keep is not None:
                 keep(frame, n)
