@@ -3,11 +3,12 @@ against the PNG route (a PNG per dst frame, a PNG per merged frame, then assembl
 run, same clip, same model.
 
 The clip: the shared Pexels close-up (640×360, the largest real footage here) made 1080p by
-the ffmpeg binary: Lanczos upscaling, a light unsharp mask and temporal film grain (so the
-codecs see 1080p's detail and noise, not an upscale's smooth pixels), H.264 CRF 18 preset
-medium with its AAC audio. It is an upscale at heart, said so wherever the figures are
-quoted. The src: GRID speaker A's two clips; the model: meshswap (the default preset: the
-index is its training, seconds). Setup is untimed and kept in --root.
+the ffmpeg binary: Lanczos upscaling, a light unsharp mask and faint temporal film grain (so
+the codecs see some of 1080p's detail and noise, not an upscale's smooth pixels), H.264 CRF
+18 preset medium with its AAC audio: about 5 Mbit/s, a web 1080p's rate. It is an upscale
+at heart, said so wherever the figures are quoted. The src: GRID speaker A's two clips; the
+model: meshswap (the default preset: the index is its training, seconds). Setup is untimed
+and kept in --root.
 
 Timed, each as the real CLI in a subprocess (wall seconds, CPU seconds of the process tree):
 
@@ -59,7 +60,7 @@ def facelab(ws: Path, *args: str) -> tuple[float, float]:
 
 def make_clip(out: Path, frames: int) -> None:
     pexels = DATA / "pexels" / "woman_pose_variety.mp4"
-    vf = "scale=1920:1080:flags=lanczos,unsharp=5:5:0.6,noise=alls=6:allf=t"
+    vf = "scale=1920:1080:flags=lanczos,unsharp=5:5:0.6,noise=alls=2:allf=t"
     subprocess.run([FFMPEG, "-v", "error", "-nostdin", "-y", "-i", str(pexels), "-frames:v",
                     str(frames), "-vf", vf, "-c:v", "libx264", "-preset", "medium", "-crf",
                     "18", "-pix_fmt", "yuv420p", "-c:a", "copy", str(out)], check=True)
@@ -145,6 +146,8 @@ def main() -> None:
     t_faces = facelab(s, "extract", "dst")
     t_merge = facelab(s, "merge", "--model-name", MODEL)
     s_bytes = produced(s)
+    print(f"stream route: index {t_index[0]:.1f} s, faces {t_faces[0]:.1f} s, merge "
+          f"{t_merge[0]:.1f} s; {s_bytes / 1e6:.0f} MB written", flush=True)
 
     p_times: dict[str, tuple[float, float]] = {}
     p_bytes = 0
@@ -154,12 +157,15 @@ def main() -> None:
         for item in ("aligned", "aligned_debug", "faces.json", "aligned_missing.txt"):
             src, dst = s / "data_dst" / item, p / "data_dst" / item
             if src.is_dir():
-                shutil.copytree(src, dst)
+                shutil.copytree(src, dst, dirs_exist_ok=True)
             elif src.exists():
                 shutil.copyfile(src, dst)
         p_times["merge"] = facelab(p, "merge", "--model-name", MODEL, "--to-frames")
         p_times["assemble"] = facelab(p, "video", "assemble")
         p_bytes = produced(p)
+        print(f"PNG route: frames {p_times['video'][0]:.1f} s, merge {p_times['merge'][0]:.1f} "
+              f"s, assemble {p_times['assemble'][0]:.1f} s; {p_bytes / 1e6:.0f} MB written\n",
+              flush=True)
 
     print("| stage | stream route | PNG route frames/s | speed-up |")
     print("|---|---|---|---|")

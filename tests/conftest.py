@@ -104,6 +104,50 @@ def copy_workspace(src: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.fixture(scope="session")
+def full_src_faces(aligned_faces: Path, tmp_path_factory) -> Path:
+    """`aligned_faces` with GRID speaker B's every frame as src (75 faces: meshswap's
+    retrieval needs its blinks and open mouths, which 8 fps misses), extracted once per
+    session by the real CLI for the meshswap tests. Copy it before writing in it."""
+    root = copy_workspace(aligned_faces, tmp_path_factory.mktemp("full_src") / "ws")
+    shutil.rmtree(root / "data_src")
+    for args in (("video", "extract", "src"), ("extract", "src", "--no-debug")):
+        res = run_facelab("-w", root, *args)
+        assert res.rc == 0, res.err
+    return root
+
+
+#: The tiny `facelab swap`: two iterations of quick96 (batch 2), src sampled at 5 fps.
+QUICK_SWAP = ("--iterations", "2", "--preset", "quick96", "--batch-size", "2",
+              "--src-fps", "5")
+
+
+@dataclass
+class Swapped:
+    """A finished `facelab swap`: its workspace, its output (outside the workspace, so the
+    workspace's swap.json is how eval finds it), its two clips and what it printed."""
+
+    ws: Path
+    out: Path
+    src: Path
+    dst: Path
+    res: Result
+
+
+@pytest.fixture(scope="session")
+def quick_swap(tmp_path_factory) -> Swapped:
+    """GRID speaker B onto speaker A by the real `facelab swap ... QUICK_SWAP`, once per
+    session (about a minute on two cores): tests/test_swap.py checks the swap itself,
+    tests/test_eval.py evaluates its result in a copy of the workspace."""
+    pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 (installed by `make test`)")
+    root = tmp_path_factory.mktemp("swap")
+    src, dst = data_file("grid/speaker_b.mpg"), data_file("grid/speaker_a_1.mpg")
+    ws, out = root / "ws", root / "result.mp4"
+    res = run_facelab("-w", ws, "swap", src, dst, "-o", out, *QUICK_SWAP)
+    assert res.rc == 0, res.err
+    return Swapped(ws, out, src, dst, res)
+
+
 def assert_one_line_error(res: Result, *words: str) -> None:
     """A user error: non-zero exit, exactly one line on stderr, no traceback."""
     assert res.rc != 0, res

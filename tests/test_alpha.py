@@ -44,7 +44,7 @@ def decode_alpha(path: Path) -> list[np.ndarray]:
 @pytest.fixture
 def dst_frames(facelab, workspace: Path, grid_b: Path) -> Workspace:
     put_video(workspace, "dst", grid_b)
-    assert facelab("-w", workspace, "video", "extract", "dst").rc == 0
+    assert facelab("-w", workspace, "video", "extract", "dst", "--frames", "png").rc == 0
     return Workspace(workspace)
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import cv2
 import pytest
 
+from facelab.video.source import open_frames
+from facelab.workspace import Workspace
 from tests.conftest import assert_one_line_error, put_video
 
 pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
@@ -44,13 +46,23 @@ def test_empty_file(facelab, workspace):
 def test_truncated_video_keeps_readable_frames(facelab, workspace, clip, keep, request):
     src: Path = request.getfixturevalue(clip)
     (workspace / f"data_dst{src.suffix}").write_bytes(src.read_bytes()[:keep])
-    res = facelab("-w", workspace, "video", "extract", "dst")
+    res = facelab("-w", workspace, "video", "extract", "dst", "--frames", "png")
     assert_one_line_error(res, "breaks at", "kept the readable frames")
     kept = list((workspace / "data_dst").glob("*.png"))
     assert 10 < len(kept) < (472 if clip == "pexels" else 75)
     # what was readable can still be assembled
     res = facelab("-w", workspace, "video", "assemble", "--frames", workspace / "data_dst")
     assert res.rc == 0, res.err
+
+
+def test_truncated_kept_video_indexes_the_readable_frames(facelab, workspace, pexels):
+    (workspace / "data_dst.mp4").write_bytes(pexels.read_bytes()[:800_000])
+    res = facelab("-w", workspace, "video", "extract", "dst")
+    assert_one_line_error(res, "breaks at", "kept the readable frames")
+    frames = open_frames(Workspace(workspace), "dst")
+    assert 10 < len(frames) < 472
+    last = frames.read(frames.names[-1])  # the last indexed frame decodes
+    assert last.shape == (360, 640, 3)
 
 
 def test_empty_merged(facelab, workspace, grid_b):
@@ -70,7 +82,7 @@ def test_assemble_before_extract(facelab, workspace):
 
 def test_mixed_frame_sizes(facelab, workspace, grid_b):
     put_video(workspace, "dst", grid_b)
-    assert facelab("-w", workspace, "video", "extract", "dst").rc == 0
+    assert facelab("-w", workspace, "video", "extract", "dst", "--frames", "png").rc == 0
     merged = workspace / "data_dst" / "merged"
     for p in sorted((workspace / "data_dst").glob("*.png"))[:10]:
         img = cv2.imread(str(p))
@@ -84,7 +96,7 @@ def test_mixed_frame_sizes(facelab, workspace, grid_b):
 
 def test_corrupt_frame(facelab, workspace, grid_b):
     put_video(workspace, "dst", grid_b)
-    assert facelab("-w", workspace, "video", "extract", "dst").rc == 0
+    assert facelab("-w", workspace, "video", "extract", "dst", "--frames", "png").rc == 0
     merged = workspace / "data_dst" / "merged"
     for p in sorted((workspace / "data_dst").glob("*.png"))[:5]:
         merged.joinpath(p.name).write_bytes(p.read_bytes())
@@ -96,7 +108,7 @@ def test_corrupt_frame(facelab, workspace, grid_b):
 
 def test_dst_video_gone_needs_no_audio(facelab, workspace, grid_b):
     put_video(workspace, "dst", grid_b)
-    assert facelab("-w", workspace, "video", "extract", "dst").rc == 0
+    assert facelab("-w", workspace, "video", "extract", "dst", "--frames", "png").rc == 0
     (workspace / "data_dst.mpg").rename(workspace / "elsewhere.mpg")
     args = ("-w", workspace, "video", "assemble", "--frames", workspace / "data_dst")
     assert_one_line_error(facelab(*args), "--no-audio")
@@ -113,7 +125,7 @@ def test_dst_video_gone_needs_no_audio(facelab, workspace, grid_b):
 ])
 def test_bad_assemble_options(facelab, workspace, grid_b, args, words):
     put_video(workspace, "dst", grid_b)
-    assert facelab("-w", workspace, "video", "extract", "dst").rc == 0
+    assert facelab("-w", workspace, "video", "extract", "dst", "--frames", "png").rc == 0
     res = facelab("-w", workspace, "video", "assemble", "--frames", workspace / "data_dst",
                   *args)
     assert_one_line_error(res, *words)

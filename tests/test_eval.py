@@ -1,5 +1,6 @@
-"""`facelab eval` on a real (tiny) swap: GRID A → B with 2 iterations, by the real CLI; the
-eval.json layout, the HTML report, and one-line errors for missing or unreadable inputs."""
+"""`facelab eval` on a real (tiny) swap: GRID B → A with 2 iterations, by the real CLI (the
+session's, conftest's `quick_swap`); the eval.json layout, the HTML report, and one-line
+errors for missing or unreadable inputs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_one_line_error, data_file, run_facelab
+from tests.conftest import Swapped, assert_one_line_error, copy_workspace, run_facelab
 
 pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
 
@@ -23,14 +24,10 @@ SUMMARY_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def swapped(tmp_path_factory) -> Path:
-    ws = tmp_path_factory.mktemp("eval") / "ws"
-    res = run_facelab("-w", ws, "swap", data_file("grid/speaker_a_1.mpg"),
-                      data_file("grid/speaker_b.mpg"), "-o", ws / "result.mp4",
-                      "--preset", "quick96", "--iterations", "2", "--batch-size", "2",
-                      "--src-fps", "5", "-q")
-    assert res.rc == 0, res.err
-    return ws
+def swapped(tmp_path_factory, quick_swap: Swapped) -> Path:
+    """A copy of the session's swapped workspace (eval writes eval.json and eval.html in it);
+    its result lies outside, named by its swap.json."""
+    return copy_workspace(quick_swap.ws, tmp_path_factory.mktemp("eval") / "ws")
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +65,10 @@ def test_report_is_one_html_file_with_its_plots(evaluated):
     assert "src=\"http" not in text and "src='http" not in text  # self-contained
 
 
-def test_inputs_given_explicitly_and_outputs_elsewhere(swapped: Path, tmp_path: Path):
+def test_inputs_given_explicitly_and_outputs_elsewhere(swapped: Path, quick_swap: Swapped,
+                                                      tmp_path: Path):
     out, report = tmp_path / "a.json", tmp_path / "a.html"
-    res = run_facelab("eval", "--result", swapped / "data_dst" / "merged", "--dst",
+    res = run_facelab("eval", "--result", quick_swap.out, "--dst",
                       swapped / "data_dst.mpg", "--src", swapped / "data_src" / "aligned",
                       "--out", out, "--report", report, "--max-frames", "6",
                       "--identity-every", "6", "--identity-faces", "4", "-q", cwd=tmp_path)

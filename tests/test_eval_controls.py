@@ -94,12 +94,14 @@ def test_dst_as_its_own_result_has_perfect_face_fidelity(dst_itself: dict):
 
 def test_face_fidelity_falls_with_a_blurred_face_not_a_blurred_background(ref, frames,
                                                                           tmp_path: Path):
-    opts = run.EvalOptions(identity=False, max_frames=20)
-    face = score(tmp_path, "face", controls.blur_faces(frames[:20], ref.faces[:20], 8.0),
+    """10 frames: each measure is a per-frame mean (SSIM 0.69, PSNR 24 dB, measured at 10
+    frames as at 20)."""
+    opts = run.EvalOptions(identity=False, max_frames=10)
+    face = score(tmp_path, "face", controls.blur_faces(frames[:10], ref.faces[:10], 8.0),
                  ref, opts)
     assert face["face_ssim_vs_dst"] < 0.95 and face["face_psnr_vs_dst_db"] < 40, face
     assert face["background_psnr_db"] == 100.0
-    back = score(tmp_path, "back", controls.blur_background(frames[:20], ref.faces[:20], 8.0),
+    back = score(tmp_path, "back", controls.blur_background(frames[:10], ref.faces[:10], 8.0),
                  ref, opts)
     assert back["background_psnr_db"] < 40  # the control did blur the background ...
     assert back["face_psnr_vs_dst_db"] == 100.0  # ... and the face measures did not see it
@@ -141,8 +143,10 @@ def test_random_shifts_raise_jitter(ref, frames, tmp_path: Path):
 
 
 def test_pose_error_of_a_mirror_image_is_large(tmp_path: Path):
-    """Pexels (head turns): every 16th frame as dst, its mirror image as the result."""
-    pexels = load_frames(data_file("pexels/woman_pose_variety.mp4"))[::16]
+    """Pexels (head turns): every 24th frame (20) as dst, its mirror image as the result
+    (measured: yaw spans 28°; mirrored, 8.8° of error, 14° in yaw, 8.6° without the
+    offset; as with every 16th)."""
+    pexels = load_frames(data_file("pexels/woman_pose_variety.mp4"))[::24]
     dst = controls.write_frames(tmp_path / "dst", pexels)
     opts = run.EvalOptions(identity=False)
     r = run.prepare(dst, None, opts)

@@ -73,3 +73,10 @@ def test_extract_refuses_frames_it_cannot_keep(tmp_path: Path, clip: Path):
     root.mkdir()
     res = run_facelab("-w", root, "video", "extract", "dst", "--frames", "gif", "-i", clip)
     assert res.rc != 0 and "choose video, png or jpg" in res.err
+
+
+def test_debug_frames_of_a_large_dst_are_kept_small():
+    from facelab.faces.debug import draw_debug
+
+    assert draw_debug(np.zeros((1080, 1920, 3), np.uint8), []).shape == (720, 1280, 3)
+    assert draw_debug(np.zeros((360, 640, 3), np.uint8), []).shape == (360, 640, 3)

@@ -109,7 +109,7 @@ def test_clean_stale_parts_of_one_output_leaves_the_folders_others(tmp_path: Pat
 def test_killed_assemble_leaves_a_part_the_next_run_removes(tmp_path: Path) -> None:
     """The real CLI, SIGKILLed once its .part file exists; the next run (here through the
     library, to spare a second start-up) removes it; a live run's .part stays."""
-    ws = make_dst(tmp_path / "ws", frames=16, size=(512, 288)).root
+    ws = make_dst(tmp_path / "ws", frames=48, size=(512, 288)).root  # ~1 s to encode
     args = ("-w", ws, "video", "assemble", "--frames", ws / "data_dst")
     proc = subprocess.Popen(facelab_cmd(*args), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)

@@ -62,15 +62,11 @@ def _save(ws: Workspace, name: str, steps: int = 0, **over: object) -> None:
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory, aligned_faces: Path) -> Workspace:
-    """The session's GRID workspace (A's faces as dst, 8 fps) with B's faces as src at the
-    full 25 fps (at 8 fps a blink shows in one frame, and retrieval needs two), and the two
-    saves."""
-    w = Workspace(copy_workspace(aligned_faces, tmp_path_factory.mktemp("meshswap") / "ws"))
-    shutil.rmtree(w.frames_dir("src"))
-    for args in (("video", "extract", "src"), ("extract", "src", "--no-debug")):
-        res = run_facelab("-w", w.root, *args)
-        assert res.rc == 0, res.err
+def ws(tmp_path_factory, full_src_faces: Path) -> Workspace:
+    """The session's GRID workspace (A's faces as dst) with B's faces as src at the
+    full 25 fps (at 8 fps a blink shows in one frame, and retrieval needs two; conftest's,
+    copied), and the two saves."""
+    w = Workspace(copy_workspace(full_src_faces, tmp_path_factory.mktemp("meshswap") / "ws"))
     _save(w, "warp", refiner=False)
     _save(w, "ref", steps=3)
     return w

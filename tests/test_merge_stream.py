@@ -106,6 +106,7 @@ def test_default_result_keeps_audio_and_marks(ws: Workspace, streamed: tuple[Res
     again = _merge(ws)  # nothing left to do: every segment made with these settings
     assert again.rc == 0 and "Merged 0 frame(s)" in again.out and "75 already done" in again.out
     assert result.stat().st_mtime_ns == made  # the result is current: not joined again
+    assert "up to date" in again.out
 
 
 def _recorded(record: Path) -> int:

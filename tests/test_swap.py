@@ -8,20 +8,17 @@ from pathlib import Path
 import av
 import pytest
 
-from tests.conftest import assert_one_line_error, data_file, run_facelab
+from tests.conftest import QUICK_SWAP, Swapped, assert_one_line_error, data_file, run_facelab
 
 pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
 
 pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 (installed by `make test`)")
 
-TINY = ["--preset", "quick96", "--batch-size", "2", "--src-fps", "5"]
 
-
-def test_swap_keeps_frames_rate_audio_and_is_marked(tmp_path: Path):
-    src, dst = data_file("grid/speaker_b.mpg"), data_file("grid/speaker_a_1.mpg")
-    out = tmp_path / "result.mp4"
-    ws = tmp_path / "ws"
-    res = run_facelab("-w", ws, "swap", src, dst, "-o", out, "--iterations", "2", *TINY)
+def test_swap_keeps_frames_rate_audio_and_is_marked(quick_swap: Swapped):
+    """The session's quick swap (conftest: B onto A, its output outside the workspace)."""
+    src, dst, out, ws, res = (quick_swap.src, quick_swap.dst, quick_swap.out, quick_swap.ws,
+                              quick_swap.res)
     assert res.rc == 0, res.err
     assert "Result:" in res.out and "iteration 2" in res.out
     with av.open(str(dst)) as a, av.open(str(out)) as b:
@@ -38,11 +35,11 @@ def test_swap_keeps_frames_rate_audio_and_is_marked(tmp_path: Path):
 
     assert workspace_result(Workspace(ws)) == out
     # again: everything is done, nothing is redone
-    again = run_facelab("-w", ws, "swap", src, dst, "-o", out, "--iterations", "2", *TINY)
+    again = run_facelab("-w", ws, "swap", src, dst, "-o", out, *QUICK_SWAP)
     assert again.rc == 0 and "up to date" in again.out, again
     # a different dst in the same workspace is refused
     other = run_facelab("-w", ws, "swap", src, data_file("grid/speaker_c.mpg"), "-o", out,
-                        "--iterations", "2", *TINY)
+                        *QUICK_SWAP)
     assert_one_line_error(other, "already holds another")
 
 

@@ -139,6 +139,7 @@ def test_interactive_new_then_resume_then_fixed_option(ws: Workspace) -> None:
     res = _train(ws, "--interactive", "--target-iteration", "5", input="")
     assert res.rc == 0, res.err
     assert "Press Enter" in res.out and "Batch size [" not in res.out
+    assert "reached its target at iteration 5" in res.out, res.out
     assert _options(ws)["iteration"] == 5 and time.monotonic() - t0 < 120
 
     # without --interactive nothing is asked, even with input waiting

@@ -34,7 +34,7 @@ def decode_all(path: Path) -> tuple[int, Fraction, float | None, list[np.ndarray
 
 def test_grid_round_trip(facelab, workspace, grid_b):
     put_video(workspace, "dst", grid_b)
-    res = facelab("-w", workspace, "video", "extract", "dst")
+    res = facelab("-w", workspace, "video", "extract", "dst", "--frames", "png")
     assert res.rc == 0, res.err
     frames = sorted((workspace / "data_dst").glob("*.png"))
     assert len(frames) == 75
@@ -58,7 +58,7 @@ def test_grid_round_trip(facelab, workspace, grid_b):
 
 def test_pexels_keeps_ntsc_rate_exactly(facelab, workspace, pexels):
     put_video(workspace, "dst", pexels)
-    assert facelab("-w", workspace, "video", "extract", "dst", "-q").rc == 0
+    assert facelab("-w", workspace, "video", "extract", "dst", "-q", "--frames", "png").rc == 0
     assert len(list((workspace / "data_dst").glob("*.png"))) == 472
     meta = json.loads((workspace / "data_dst" / "video.json").read_text())
     assert meta["fps"] == "24000/1001"
@@ -74,7 +74,7 @@ def test_pexels_keeps_ntsc_rate_exactly(facelab, workspace, pexels):
 
 def test_lossless_mp4_is_bit_exact(facelab, workspace, grid_b):
     put_video(workspace, "dst", grid_b)
-    assert facelab("-w", workspace, "video", "extract", "dst").rc == 0
+    assert facelab("-w", workspace, "video", "extract", "dst", "--frames", "png").rc == 0
     res = facelab("-w", workspace, "video", "assemble", "--frames", workspace / "data_dst",
                   "--format", "mp4-lossless")
     assert res.rc == 0, res.err
@@ -88,7 +88,7 @@ def test_lossless_mp4_is_bit_exact(facelab, workspace, grid_b):
 
 def test_avi_copies_mp2_audio(facelab, workspace, grid_b):
     put_video(workspace, "dst", grid_b)
-    assert facelab("-w", workspace, "video", "extract", "dst").rc == 0
+    assert facelab("-w", workspace, "video", "extract", "dst", "--frames", "png").rc == 0
     res = facelab("-w", workspace, "video", "assemble", "--frames", workspace / "data_dst",
                   "-f", "avi")
     assert res.rc == 0, res.err
@@ -111,8 +111,8 @@ def test_src_fps_subsampling_and_two_clips(facelab, workspace, grid_a1, pexels):
 
 def test_rerun_skips_and_resumes(facelab, workspace, grid_b):
     put_video(workspace, "dst", grid_b)
-    assert facelab("-w", workspace, "video", "extract", "dst").rc == 0
-    res = facelab("-w", workspace, "video", "extract", "dst")
+    assert facelab("-w", workspace, "video", "extract", "dst", "--frames", "png").rc == 0
+    res = facelab("-w", workspace, "video", "extract", "dst", "--frames", "png")
     assert res.rc == 0 and "0 written now" in res.out
     # an interrupted run: the manifest says incomplete and a third of the frames are gone
     manifest = workspace / "data_dst" / "frames.json"
@@ -121,7 +121,7 @@ def test_rerun_skips_and_resumes(facelab, workspace, grid_b):
     manifest.write_text(json.dumps(data))
     for p in sorted((workspace / "data_dst").glob("*.png"))[50:]:
         p.unlink()
-    res = facelab("-w", workspace, "video", "extract", "dst")
+    res = facelab("-w", workspace, "video", "extract", "dst", "--frames", "png")
     assert res.rc == 0, res.err
     assert "25 written now" in res.out
     assert len(list((workspace / "data_dst").glob("*.png"))) == 75
@@ -129,7 +129,7 @@ def test_rerun_skips_and_resumes(facelab, workspace, grid_b):
 
 def test_force_moves_old_frames_to_trash(facelab, workspace, grid_b):
     put_video(workspace, "dst", grid_b)
-    assert facelab("-w", workspace, "video", "extract", "dst").rc == 0
+    assert facelab("-w", workspace, "video", "extract", "dst", "--frames", "png").rc == 0
     res = facelab("-w", workspace, "video", "extract", "dst", "--force", "--format", "jpg")
     assert res.rc == 0, res.err
     assert len(list((workspace / "data_dst").glob("*.jpg"))) == 75
@@ -147,7 +147,7 @@ def test_other_settings_need_force(facelab, workspace, grid_b):
 
 def test_assemble_reruns_only_when_needed(facelab, workspace, grid_b):
     put_video(workspace, "dst", grid_b)
-    assert facelab("-w", workspace, "video", "extract", "dst").rc == 0
+    assert facelab("-w", workspace, "video", "extract", "dst", "--frames", "png").rc == 0
     args = ("-w", workspace, "video", "assemble", "--frames", workspace / "data_dst")
     assert facelab(*args).rc == 0
     res = facelab(*args)

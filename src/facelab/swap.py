@@ -103,6 +103,7 @@ class SwapReport:
     assembled: AssembleReport | None = None  # None: merged straight into the video
     preview: Path | None = None
     merged_to: Path | None = None  # merged/ or the result video
+    joined: bool = True  # streamed: the result was written now (False: up to date)
 
 
 def _place_input(ws: Workspace, side: str, source: Path) -> list[Path] | None:
@@ -234,6 +235,7 @@ def run_swap(ws: Workspace, opts: SwapOptions, reporter: Reporter = NULL,
                    video=VideoOutput(format=fmt, output=opts.output))
     report.merged_frames = merged.frames
     report.merged_to = merged.output or merged.out_dir
+    report.joined = merged.joined
     if not streamed:
         report.assembled = assemble(ws, AssembleOptions(format=fmt, output=opts.output),
                                     reporter)

@@ -47,7 +47,7 @@ def merge_cmd(
     crf: int | None = typer.Option(None, "--crf", help="--to-video: quality (0–51, lower "
                                    "is better; default 18)."),
     preset: str = typer.Option("veryfast", "--preset", help="--to-video: x264's speed "
-                               "against size, ultrafast … veryslow (veryfast: 2.4× less CPU "
+                               "against size, ultrafast to veryslow (veryfast: 2.4× less CPU "
                                "than medium, files within a few %)."),
     output: Path | None = typer.Option(None, "--output", help="--to-video: the result file "
                                        "(default WORKSPACE/result.mp4)."),
@@ -76,3 +76,5 @@ def merge_cmd(
     out.print(f"Merged {rep.merged_now} frame(s) ({rep.faces} face(s), "
               f"{rep.frames_without_face} frame(s) without a face{skipped}) with model "
               f"{rep.model_id} into {into}.")
+    if rep.output is not None and not rep.joined:
+        out.print(f"{rep.output} is up to date (joined from these segments, same settings).")

@@ -52,6 +52,8 @@ def print_swap(rep: object, ws: Workspace) -> None:
     if rep.assembled is None:
         out.print(f"  merged {rep.merged_frames} frames straight into the video "
                   f"(segments in {ws.frames_dir('dst') / 'merged_video'})")
+        if not rep.joined:
+            out.print("  video: up to date")
     else:
         out.print(f"  merged frames: {ws.merged_dir} ({rep.merged_frames})")
     a = rep.assembled

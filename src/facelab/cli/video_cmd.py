@@ -39,7 +39,8 @@ def extract(
     fmt: str | None = typer.Option(None, "--frames", help="video: keep the frames in the "
                                    "video, read by number when needed (default for dst: no "
                                    "image files); png (lossless, default for src) or jpg: "
-                                   "write numbered images, to edit by hand."),
+                                   "write numbered images, to edit by hand. A rerun keeps "
+                                   "the first run's choice."),
     old_fmt: str | None = typer.Option(None, "--format", hidden=True),
     inputs: list[Path] | None = typer.Option(None, "--input", "-i", help="Video to read "
                                              "instead of WORKSPACE/data_<side>.*; src: repeat "

@@ -55,7 +55,10 @@ def info() -> None:
             table.add_row(v.split(":")[0], "[red]unreadable[/]")
     for side, frames in inv.kept.items():
         table.add_row(f"data_{side}/", f"{frames} frames kept in the video (indexed)")
+    kept_dirs = {f"data_{side}" for side in inv.kept}
     for f in inv.folders:
+        if f.path in kept_dirs and not f.files:
+            continue  # its frames are the video's, said on the row above
         table.add_row(f.path + "/", f"{f.files} images")
     for r in inv.results:
         table.add_row(r, "result video")

@@ -61,6 +61,7 @@ class MergeReport:
     model_id: str = ""
     out_dir: Path | None = None
     output: Path | None = None  # the result video, when merged straight into it
+    joined: bool = False  # the result video was (re)written by this run
     written: list[Path] = field(default_factory=list)
 
 
@@ -185,7 +186,8 @@ def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporte
                   stream.spec if stream else None)
     _run(items, keys, setup, made, report, reporter, workers, device, info)
     if stream is not None:
-        report.output = finish_stream(ws, stream, out_dir, setup.mark, reporter)
+        report.output, report.joined = finish_stream(ws, stream, out_dir, setup.mark,
+                                                     reporter)
     return report
 
 

@@ -135,16 +135,17 @@ def frame_done_debug(debug_dir: Path, name: str) -> bool:
 
 
 def finish_stream(ws: Workspace, stream: Stream, folder: Path, mark: Mark,
-                  reporter: Reporter) -> Path:
+                  reporter: Reporter) -> tuple[Path, bool]:
     """Join the plan's segments into the result (the previous result to the trash) and
-    remove segments of earlier plans (facelab's own intermediate files)."""
+    remove segments of earlier plans (facelab's own intermediate files). Returns the
+    result and whether it was written now (False: it was already up to date)."""
     paths = [segment_path(folder, name) for name, _ in stream.segments]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         raise FacelabError(f"Segment {missing[0]} of the result is missing: merge again.")
     clean_stale_parts(stream.output.parent, of=stream.output)  # a killed join's
     if _up_to_date(stream.output, paths, stream.tag, mark):
-        return stream.output
+        return stream.output, False
     previous = [stream.output] if stream.output.exists() else []
     trash = ws.new_trash_dir() if previous else None
     join_segments(paths, stream.output, stream.spec, stream.info, stream.audio, mark,
@@ -154,4 +155,4 @@ def finish_stream(ws: Workspace, stream: Stream, folder: Path, mark: Mark,
     for old in folder.glob(f"seg_*{SEGMENT_EXT}"):
         if old.name not in planned:
             old.unlink(missing_ok=True)
-    return stream.output
+    return stream.output, True

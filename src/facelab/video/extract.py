@@ -73,6 +73,15 @@ def _settings(opts: ExtractOptions) -> dict[str, Any]:
     return {"format": opts.fmt, "fps": fps}
 
 
+def _recorded_format(ws: Workspace, side: Side) -> str | None:
+    """The frame format an earlier run chose: a rerun without --frames keeps it."""
+    path = ws.frames_dir(side) / MANIFEST
+    if not path.exists():
+        return None
+    fmt = read_json(path).get("settings", {}).get("format")
+    return fmt if fmt in ("video", "png", "jpg") else None
+
+
 def _kept_path(ws: Workspace, path: Path) -> str | None:
     """Where a kept video is, for the manifest: None when it is the workspace's own
     data_<side>.* (the record's name says it; the workspace can move), else its path."""
@@ -98,7 +107,8 @@ def extract_frames(ws: Workspace, side: Side, inputs: list[Path] | None = None,
     ws.init()
     if side == "dst" and opts.fps is not None:
         reporter.warn("dst frames are always extracted at the full frame rate; --fps ignored.")
-    fmt = opts.format_for(side)
+    fmt = opts.fmt or (None if opts.force else _recorded_format(ws, side)) \
+        or opts.format_for(side)
     opts = ExtractOptions(None if side == "dst" else opts.fps, fmt,  # type: ignore[arg-type]
                           opts.jpeg_quality, opts.force)
     inputs = inputs or [ws.find_video(side)]
