@@ -109,7 +109,8 @@ def test_clean_stale_parts_of_one_output_leaves_the_folders_others(tmp_path: Pat
 def test_killed_assemble_leaves_a_part_the_next_run_removes(tmp_path: Path) -> None:
     """The real CLI, SIGKILLed once its .part file exists; the next run (here through the
     library, to spare a second start-up) removes it; a live run's .part stays."""
-    ws = make_dst(tmp_path / "ws", frames=48, size=(512, 288)).root  # ~1 s to encode
+    n = 48  # noise at 512×288: about a second to encode, time to catch the .part file
+    ws = make_dst(tmp_path / "ws", frames=n, size=(512, 288)).root
     args = ("-w", ws, "video", "assemble", "--frames", ws / "data_dst")
     proc = subprocess.Popen(facelab_cmd(*args), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
@@ -131,7 +132,7 @@ def test_killed_assemble_leaves_a_part_the_next_run_removes(tmp_path: Path) -> N
     assert any("Took over the lock left by" in line and f"(pid {proc.pid})" in line
                for line in reporter.collected), reporter.collected
     with av.open(str(ws / "result.mp4")) as done:
-        assert sum(1 for _ in done.decode(video=0)) == 16
+        assert sum(1 for _ in done.decode(video=0)) == n
 
 
 def test_video_extract_and_denoise_remove_their_leftovers(tmp_path: Path) -> None:
