@@ -21,6 +21,7 @@ from facelab.tuning import (
     cached_layout,
     candidates,
     layout_for,
+    quickest,
     run_measured,
 )
 
@@ -222,3 +223,28 @@ def test_an_error_or_early_stop_closes_the_executor(tmp_path: Path, fail: int | 
     assert all(i > got[-1] for i, _ in run.discarded) and fail not in dict(run.discarded)
     assert run.pool_pids() and _all_gone(run.pool_pids())
     assert cache.exists() == measured
+
+
+@pytest.mark.parametrize(("n", "expected"), [(40, SERIAL), (400, POOL)])
+def test_cached_choice_counts_start_up_against_the_job_length(
+        tmp_path: Path, n: int, expected: Layout) -> None:
+    """A pool faster per item but slow to start: a short job runs in-process, a long one
+    in the pool (40 items: 0 + 40/30 s against 3 + 40/50 s; 400: 13 s against 11 s)."""
+    cache = tmp_path / "layout.json"
+    cache.write_text(json.dumps({cache_key(KIND, KEY, cores=2): {
+        "layout": POOL.tag, "rates": {SERIAL.tag: 30.0, POOL.tag: 50.0},
+        "startup": {SERIAL.tag: 0.0, POOL.tag: 3.0}}}))
+    assert quickest(n, {SERIAL: 30.0, POOL: 50.0}, {SERIAL: 0.0, POOL: 3.0}) == expected
+    run = Run(tmp_path / "a", SERIAL_WINS)
+    assert [i for i, _ in run(n, cache)] == list(range(n))
+    assert run.started == [expected] and run.choices[0].source == "cached"
+
+
+def test_measured_start_up_is_cached(tmp_path: Path) -> None:
+    cache = tmp_path / "layout.json"
+    run = Run(tmp_path / "a", POOL_WINS)
+    list(run(N, cache))
+    hit = cached(KIND, KEY, cores=2, cache=cache)
+    assert hit is not None and set(hit.startup) == {SERIAL, POOL}
+    # a pool starts processes that import and initialise: it costs more than in-process
+    assert hit.startup[POOL] > hit.startup[SERIAL] >= 0

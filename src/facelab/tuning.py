@@ -6,9 +6,12 @@ but 14.3 as 2 processes × 1 thread, while face extraction gained from 2 pinned
 processes. So, as `device` does for the precision, the first long enough job measures
 it: `run_measured` runs its first items under each candidate `Layout` in turn (a slice
 each, timed after the warm-up: pool start, model load, first item per worker), keeps the
-fastest for the rest of the job and caches it with the measured rates in
+best for the rest of the job and caches the measured rates and start-up costs in
 $XDG_CACHE_HOME/facelab/layout.json, per kind of work, caller's key (model family,
 resolution, device …) and machine (CPU model, usable cores). Later jobs read the cache.
+A layout's start-up (pool start, imports, model load in each worker) counts against its
+rate for the items a job has: a short merge runs in-process where a pool would only win on
+a long one (75 frames of meshswap: 1 × 2 threads 30 frames/s, 2 × 1 18 frames/s).
 
 The trials are the job's own work: every item runs exactly once and results come back in
 input order, as from `Executor.map`. Too short a job to measure takes a default without
@@ -76,6 +79,17 @@ class Choice:
     layout: Layout
     source: str
     rates: Mapping[Layout, float] = field(default_factory=dict)  # items/s, measured
+    startup: Mapping[Layout, float] = field(default_factory=dict)  # s before the first item
+
+
+def quickest(n: int, rates: Mapping[Layout, float], startup: Mapping[Layout, float],
+             running: Layout | None = None) -> Layout:
+    """The layout that finishes `n` items first: its start-up (none for `running`, a pool
+    already started) plus n at its rate; fewer processes on a tie."""
+    def cost(lay: Layout) -> tuple[float, int]:
+        start = 0.0 if lay == running else startup.get(lay, 0.0)
+        return start + n / rates[lay], lay.workers
+    return min(rates, key=cost)
 
 
 def layout_for(workers: int, cores: int | None = None) -> Layout:
@@ -150,7 +164,8 @@ def cached(kind: str, key: Mapping[str, object], *, cores: int | None = None,
     try:
         entry = read_json(path)[cache_key(kind, key, cores)]
         rates = {Layout.parse(t): float(r) for t, r in entry["rates"].items()}
-        return Choice(Layout.parse(entry["layout"]), "cached", rates)
+        startup = {Layout.parse(t): float(r) for t, r in entry.get("startup", {}).items()}
+        return Choice(Layout.parse(entry["layout"]), "cached", rates, startup)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -162,7 +177,8 @@ def cached_layout(kind: str, key: Mapping[str, object], *, cores: int | None = N
     return choice.layout if choice else None
 
 
-def _store(path: Path, key: str, winner: Layout, rates: Mapping[Layout, float]) -> None:
+def _store(path: Path, key: str, winner: Layout, rates: Mapping[Layout, float],
+           startup: Mapping[Layout, float]) -> None:
     try:
         doc = read_json(path)
         if not isinstance(doc, dict):
@@ -171,6 +187,7 @@ def _store(path: Path, key: str, winner: Layout, rates: Mapping[Layout, float]) 
         doc = {}  # damaged: rewritten whole
     doc[key] = {"layout": winner.tag,
                 "rates": {lay.tag: round(r, 4) for lay, r in sorted(rates.items())},
+                "startup": {lay.tag: round(s, 3) for lay, s in sorted(startup.items())},
                 "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
     with contextlib.suppress(OSError):  # a read-only home only costs a re-measure
         write_json(path, doc)
@@ -213,7 +230,9 @@ def run_measured(items: Sequence[T], fn: Callable[[T], R],
         hit = cached(kind, key, cores=cores, cache=path)
         caps = _trial_caps(len(items), cands)
         if hit is not None and hit.layout in cands:
-            choice = hit
+            usable = {lay: r for lay, r in hit.rates.items() if lay in cands and r > 0}
+            best = quickest(len(items), usable, hit.startup) if usable else hit.layout
+            choice = Choice(best, "cached", hit.rates, hit.startup)
         elif caps is None:
             choice = Choice(default, "default")
     if choice is not None:
@@ -239,21 +258,26 @@ class _Done:
     on_choice: Callable[[Choice], None] | None
     default: Layout
 
-    def __call__(self, rates: dict[Layout, float], tried: list[Layout]) -> Layout:
+    def __call__(self, rates: dict[Layout, float], tried: list[Layout],
+                 startup: dict[Layout, float], remaining: int) -> Layout:
+        """The layout for the `remaining` items (the last trial's pool is still running)."""
         if not rates:
             choice = Choice(self.default, "default")
         else:
             winner = max(rates, key=lambda lay: (rates[lay], -lay.workers))
-            choice = Choice(winner, "measured", dict(rates))
+            rest = quickest(remaining, rates, startup, running=tried[-1])
+            choice = Choice(rest, "measured", dict(rates), dict(startup))
             keep = False
             if self.path is not None and len(rates) == len(tried):  # all measured: cache
-                _store(self.path, self.key, winner, rates)
+                _store(self.path, self.key, winner, rates, startup)
                 keep = True
             if self.reporter is not None:
                 others = ", ".join(f"{rates[winner] / r:.2f}× as fast as {lay}"
                                    for lay, r in rates.items() if lay != winner)
+                sooner = "" if rest == winner else \
+                    f"; {rest} ends the last {remaining} items sooner (no start-up)"
                 self.reporter.info(f"{self.kind}: {winner} measured fastest on this machine"
-                                   f"{f' ({others})' if others else ''}"
+                                   f"{f' ({others})' if others else ''}{sooner}"
                                    f"{'; kept for the next runs' if keep else ''}.")
         if self.on_choice is not None:
             self.on_choice(choice)
@@ -294,8 +318,10 @@ class _Trial:
     has loaded): from the moment every worker had finished its first item to the moment
     feeding stopped, while every worker still had work queued."""
 
-    def __init__(self, todo: Iterator[T], cap: int, workers: int, trial_s: float) -> None:
+    def __init__(self, todo: Iterator[T], cap: int, workers: int, trial_s: float,
+                 started: float) -> None:
         self.todo, self.cap, self.workers, self.trial_s = todo, cap, workers, trial_s
+        self.started = started  # when its executor was asked to start
         self.fed = 0
         self.first: dict[int, float] = {}  # each worker's first item done
         self.finished: list[float] = []
@@ -338,6 +364,12 @@ class _Trial:
         timed = sum(1 for t in self.finished if self.warm < t <= end)
         return timed / (end - self.warm) if timed and end > self.warm else None
 
+    def startup(self, rate: float) -> float:
+        """Seconds from the executor's start to its first item, less that item's own work
+        at the measured rate: the pool's start, imports and each worker's model load."""
+        first = min(self.first.values())
+        return max(0.0, first - self.started - self.workers / rate)
+
 
 def _measure_and_run(items: Sequence[T], fn: Callable[[T], R],
                      start: Callable[[Layout], Executor], order: list[Layout],
@@ -346,14 +378,16 @@ def _measure_and_run(items: Sequence[T], fn: Callable[[T], R],
     todo = iter(items)
     used = 0
     rates: dict[Layout, float] = {}
+    startup: dict[Layout, float] = {}
     ex: Executor | None = None
     try:
         for lay in order:
             if ex is not None:
                 ex.close()  # before the next starts: trials never share the cores
                 ex = None
+            started = time.monotonic()
             ex = start(lay)
-            trial = _Trial(todo, caps[lay], lay.workers, trial_s)
+            trial = _Trial(todo, caps[lay], lay.workers, trial_s, started)
             timed = ex.map(functools.partial(_timed, fn), trial.feed(),
                            discard=functools.partial(_discard_timed, discard) if discard
                            else None)
@@ -365,7 +399,8 @@ def _measure_and_run(items: Sequence[T], fn: Callable[[T], R],
             rate = trial.rate()
             if rate is not None:
                 rates[lay] = rate
-        winner = done(rates, order)
+                startup[lay] = trial.startup(rate)
+        winner = done(rates, order, startup, len(items) - used)
         if used >= len(items):
             return
         if ex is None or winner != order[-1]:  # the last trial's pool is kept when it won
