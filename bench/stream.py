@@ -102,9 +102,28 @@ def fresh(root: Path, name: str, base: Path, clip: Path) -> Path:
 
 def produced(ws: Path) -> int:
     """Bytes a route left: everything under data_dst/ and the result."""
-    files = [p for p in (ws / "data_dst").rglob("*") if p.is_file()]
-    files += [p for p in ws.glob("result.*")]
-    return sum(p.stat().st_size for p in files)
+    return sum(breakdown(ws).values())
+
+
+def breakdown(ws: Path) -> dict[str, int]:
+    """Those bytes by kind: faces, debug frames, frames, merged frames or segments, result,
+    manifests (the issue's goal counts faces, manifests and the result)."""
+    parts = {"faces": 0, "debug frames": 0, "frames": 0, "merged": 0, "manifests": 0,
+             "result": sum(p.stat().st_size for p in ws.glob("result.*"))}
+    for f in (ws / "data_dst").rglob("*"):
+        if not f.is_file():
+            continue
+        rel = f.relative_to(ws / "data_dst").parts
+        kind = ("faces" if rel[0] == "aligned" else "debug frames" if rel[0] == "aligned_debug"
+                else "merged" if rel[0] in ("merged", "merged_video", "merged_mask")
+                else "manifests" if f.suffix in (".json", ".txt") else "frames")
+        parts[kind] += f.stat().st_size
+    return parts
+
+
+def goal_bytes(ws: Path) -> int:
+    b = breakdown(ws)
+    return b["faces"] + b["manifests"] + b["result"]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -182,14 +201,23 @@ def main() -> None:
               f"PNG route {p_bytes / 1e6:.0f} MB: {100 * s_bytes / p_bytes:.2f} % "
               f"(goal ≤ 5 %); for 10 minutes ≈ {s_bytes * ten / 1e9:.1f} GB against "
               f"{p_bytes * ten / 1e9:.0f} GB")
+        for name, root in (("stream", s), ("PNG route", p)):
+            print(f"  {name}: " + ", ".join(f"{k} {v / 1e6:.1f} MB"
+                                            for k, v in breakdown(root).items()))
+        print(f"  faces, manifests and the result only (the goal's count): stream "
+              f"{goal_bytes(s) / 1e6:.0f} MB = {100 * goal_bytes(s) / p_bytes:.2f} % of the "
+              "PNG route's bytes")
         streamed = decoded(s / "result.mp4")
         merged = sorted((p / "data_dst" / "merged").glob("*.png"))
         vs_png = [psnr(a, cv2.imread(str(b))) for a, b in zip(streamed, merged, strict=True)]
-        vs_result = [psnr(a, b) for a, b in zip(streamed, decoded(p / "result.mp4"),
-                                                strict=True)]
+        assembled = decoded(p / "result.mp4")
+        vs_result = [psnr(a, b) for a, b in zip(streamed, assembled, strict=True)]
+        control = [psnr(a, cv2.imread(str(b))) for a, b in zip(assembled, merged, strict=True)]
         print(f"streamed result vs the PNG route's merged frames: PSNR mean "
               f"{np.mean(vs_png):.2f} dB, min {min(vs_png):.2f} dB; vs its assembled "
               f"result: mean {np.mean(vs_result):.2f} dB, min {min(vs_result):.2f} dB")
+        print(f"control, the codec noise of the PNG route itself (its assembled result vs its "
+              f"merged frames): mean {np.mean(control):.2f} dB, min {min(control):.2f} dB")
 
 
 if __name__ == "__main__":
