@@ -103,3 +103,30 @@ def test_faceset_sort_refused_while_face_extraction_holds_the_side(tmp_path: Pat
         with pytest.raises(locks.Busy, match=f"pid {proc.pid}"):
             sort_faceset(Faceset(aligned, str(aligned), f"--dir {aligned}"), "origname")
     assert sorted(p.name for p in aligned.iterdir()) == before
+
+
+def test_reentrant_in_one_thread_refused_from_another(tmp_path: Path) -> None:
+    """The studio serves requests on threads: a second thread of the process holding a lock
+    is refused like another process, while the holding thread may take it again."""
+    import threading
+
+    outcome: list[str] = []
+
+    def other() -> None:
+        try:
+            with locks.hold(tmp_path, "merge", "the merge"):
+                outcome.append("taken")
+        except locks.Busy as exc:
+            outcome.append(str(exc))
+
+    with locks.hold(tmp_path, "merge", "the merge"):
+        with locks.hold(tmp_path, "merge", "the merge"):  # same thread: re-entrant
+            pass
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert len(outcome) == 1 and outcome[0].startswith("the merge is in use by")
+    t = threading.Thread(target=other)  # released: the other thread now takes it
+    t.start()
+    t.join()
+    assert outcome[1] == "taken"

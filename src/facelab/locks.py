@@ -6,7 +6,8 @@ writes: `<workspace>/.locks/<name>.lock`, locked with `flock` and holding the ho
 host, command and start time (for the refusal message). The kernel releases an `flock`
 when its process dies, however it dies, so a lock left by a killed run is stale by
 construction: the next run simply takes it (and says whose it was). Locks are re-entrant
-within a process, so `swap` can hold a stage's lock while calling the stage.
+within a thread, so `swap` can hold a stage's lock while calling the stage; another thread of
+the same process (the studio's request handlers) is refused as another process would be.
 
 Lock names: `model-<name>` (train), `merge`, `faces-<side>` (extract, sort, faceset edits),
 `video-<side>` (video extract, denoise), `assemble`. The studio's jobs take the same locks,
@@ -32,7 +33,7 @@ from facelab.progress import Reporter
 
 LOCKS = ".locks"
 
-_held: dict[Path, tuple[int, int]] = {}  # lock path -> (fd, depth) held by this process
+_held: dict[Path, tuple[int, int, int]] = {}  # lock path -> (fd, depth, owning thread)
 _guard = threading.Lock()
 
 
@@ -90,9 +91,10 @@ def hold(root: Path, name: str, what: str) -> Iterator[dict[str, Any] | None]:
     """
     path = lock_path(root, name).resolve()
     with _guard:
-        if path in _held:  # re-entrant within this process
-            fd, depth = _held[path]
-            _held[path] = (fd, depth + 1)
+        me = threading.get_ident()
+        owned = _held.get(path)
+        if owned is not None and owned[2] == me:  # re-entrant within this thread
+            _held[path] = (owned[0], owned[1] + 1, me)
             reentered = True
         else:
             reentered = False
@@ -101,8 +103,8 @@ def hold(root: Path, name: str, what: str) -> Iterator[dict[str, Any] | None]:
             yield None
         finally:
             with _guard:
-                fd, depth = _held[path]
-                _held[path] = (fd, depth - 1)
+                fd, depth, owner = _held[path]
+                _held[path] = (fd, depth - 1, owner)
         return
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +126,7 @@ def hold(root: Path, name: str, what: str) -> Iterator[dict[str, Any] | None]:
     os.lseek(fd, 0, os.SEEK_SET)
     os.write(fd, json.dumps(record).encode("utf-8"))
     with _guard:
-        _held[path] = (fd, 1)
+        _held[path] = (fd, 1, me)
     try:
         yield stale
     finally:
