@@ -53,6 +53,9 @@ def merge_cmd(
                                        "(default WORKSPACE/result.mp4)."),
     audio: bool = typer.Option(True, "--audio/--no-audio", help="--to-video: keep dst's "
                                "audio."),
+    ignore_ranges: bool = typer.Option(False, "--ignore-ranges", help="Merge every frame "
+                                       "with these options, also those of the frame ranges "
+                                       "given their own in the studio (data_dst/merge.json)."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Processes merging "
                                        "(the cores shared among them); default: the split "
                                        "measured fastest on this machine for this model, "
@@ -63,18 +66,24 @@ def merge_cmd(
     (--to-video, the default when dst was kept in its video) or as
     data_dst/merged/<frame>.png (--to-frames; then run `facelab video assemble`). Frames
     without a face are kept as they are, so the count matches. Every merged frame is marked
-    as synthetic (metadata and an invisible watermark)."""
+    as synthetic (metadata and an invisible watermark). Frame ranges given their own
+    options in `facelab studio`'s merge page (kept in data_dst/merge.json) are merged with
+    them; a rerun remakes only what changed."""
     st = state()
     opts = build(MergeOptions, given)
     video = stream.VideoOutput(format=video_format, crf=crf, output=output, audio=audio,
                                preset=preset)
     rep = merger.merge(st.ws, model_name, opts, st.reporter, device=device,
                        precision=precision, frames_spec=frames, debug=debug, force=force,
-                       to_video=to_video, video=video, workers=workers)
+                       to_video=to_video, video=video, workers=workers,
+                       ignore_ranges=ignore_ranges)
     skipped = f", {rep.skipped} already done" if rep.skipped else ""
     into = rep.output if rep.output is not None else rep.out_dir
     out.print(f"Merged {rep.merged_now} frame(s) ({rep.faces} face(s), "
               f"{rep.frames_without_face} frame(s) without a face{skipped}) with model "
               f"{rep.model_id} into {into}.")
+    if rep.ranged:
+        out.print(f"{rep.ranged} frame(s) took their options from the frame ranges in "
+                  "data_dst/merge.json (set in the studio; --ignore-ranges to leave them).")
     if rep.output is not None and not rep.joined:
         out.print(f"{rep.output} is up to date (joined from these segments, same settings).")

@@ -29,9 +29,17 @@ from facelab.executor import Executor, create_executor, default_workers
 from facelab.faces.faceimage import FaceMeta
 from facelab.faces.facetype import FaceType
 from facelab.fsutil import clean_stale_parts
-from facelab.merge.jobs import dst_faces, dst_fps, dst_frames, face_jobs, without_mesh
+from facelab.merge.jobs import (
+    FaceJob,
+    dst_faces,
+    dst_fps,
+    dst_frames,
+    face_jobs,
+    without_mesh,
+)
 from facelab.merge.options import MergeOptions
 from facelab.merge.predictor import ModelInfo, model_info
+from facelab.merge.ranges import Range, load_ranges, options_for
 from facelab.merge.resume import SAVE_EVERY_S, MergeRecord, frame_done
 from facelab.merge.stream import (
     VideoOutput,
@@ -62,6 +70,7 @@ class MergeReport:
     out_dir: Path | None = None
     output: Path | None = None  # the result video, when merged straight into it
     joined: bool = False  # the result video was (re)written by this run
+    ranged: int = 0  # frames given other options by frame ranges (data_dst/merge.json)
     written: list[Path] = field(default_factory=list)
 
 
@@ -103,24 +112,28 @@ def _settings(info: ModelInfo, opts: MergeOptions, precision: str) -> dict[str, 
 def merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter,
           device: str = "auto", frames_spec: str | None = None, debug: bool = False,
           workers: int | None = None, precision: str = "auto", force: bool = False,
-          to_video: bool | None = None, video: VideoOutput | None = None) -> MergeReport:
+          to_video: bool | None = None, video: VideoOutput | None = None,
+          ignore_ranges: bool = False) -> MergeReport:
     """Merge the dst frames with model `model_name`; returns what was done. `precision` of
     the prediction: auto = bf16 on a CPU where it measured faster (1.56× less CPU per face
     for quick96 here, 61 dB from fp32's output), on a GPU bf16/fp16; fp32 = exact. `force`
     remakes the chosen frames even where made with these settings. `to_video`: encode the
     result video straight away (`video`: its format and file) instead of writing merged/;
-    None: when dst was kept in its video and every frame is merged."""
+    None: when dst was kept in its video and every frame is merged. Frames in the ranges
+    of data_dst/merge.json (set in the studio, `merge/ranges.py`) take the options given
+    there over `opts`, unless `ignore_ranges`."""
     opts.validate()
     ws.require()
+    ranges = [] if ignore_ranges else load_ranges(ws)  # a damaged file: refused at once
     with locks.stage(ws.root, "merge", "the merge of this workspace", reporter):
         return _merge(ws, model_name, opts, reporter, device, frames_spec, debug, workers,
-                      precision, force, to_video, video or VideoOutput())
+                      precision, force, to_video, video or VideoOutput(), ranges)
 
 
 def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter,
            device: str, frames_spec: str | None, debug: bool, workers: int | None,
-           precision: str, force: bool, to_video: bool | None, video: VideoOutput
-           ) -> MergeReport:
+           precision: str, force: bool, to_video: bool | None, video: VideoOutput,
+           ranges: list[Range]) -> MergeReport:
     reporter.status(f"Reading model '{model_name}' and the dst faces …")  # a long dst: seconds
     info = model_info(ws.model_dir, model_name)
     if opts.mode == "auto":  # the family's: a shaded meshswap face brings dst's light itself
@@ -143,7 +156,17 @@ def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporte
             raise FacelabError(f"No dst frame is numbered within --frames {frames_spec}.")
     if info.needs_mesh:
         _check_meshes(ws, info, by_frame, frames)
-    jobs = face_jobs(frames, by_frame, opts.smooth, dst_fps(ws), meshes=info.needs_mesh)
+    own = _frame_options(frames, opts, ranges, info)  # frames a range gives other options
+    if to_video:
+        for o in set(own.values()):
+            check_streamable(o, frames_spec, video)
+    smooths = {o.smooth for o in own.values()} | {opts.smooth}  # each smoothed as a whole
+    jobs_by = {s: face_jobs(frames, by_frame, s, dst_fps(ws), meshes=info.needs_mesh)
+               for s in smooths}
+    jobs = jobs_by[opts.smooth]
+
+    def faces_of(name: str) -> list[FaceJob]:
+        return jobs_by[own[name].smooth if name in own else opts.smooth].get(name, [])
 
     out_dir = ws.frames_dir("dst") / SEGMENTS_DIR if to_video else ws.merged_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -161,22 +184,30 @@ def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporte
     if stream is not None:
         settings["video"] = stream.spec.to_json()
     made = MergeRecord(out_dir, settings)
-    report = MergeReport(frames=len(frames), model_id=info.model_id, out_dir=out_dir)
+    report = MergeReport(frames=len(frames), model_id=info.model_id, out_dir=out_dir,
+                         ranged=len(own))
+    # what each frame (or segment) is recorded with: the run's settings, or its own
+    theirs = {name: _settings(info, o, precision) for name, o in own.items()}
     report.frames_without_face = sum(1 for p in frames if not jobs.get(p.name))
     if stream is None:
-        todo = [p for p in frames if force
-                or not (made.current(p.stem) and frame_done(p, out_dir, mask_dir, debug_dir))]
+        todo = [p for p in frames if force or not (
+            made.current(p.stem, theirs.get(p.name))
+            and frame_done(p, out_dir, mask_dir, debug_dir))]
         runs = source.chunks([p.name for p in todo],
                              BATCH_FRAMES if isinstance(source, FolderFrames) else MIN_CHUNK)
         folder = ws.frames_dir("dst")
-        items = [Item([(folder / n, jobs.get(n, [])) for n in run]) for run in runs]
+        items = [Item([(folder / n, faces_of(n)) for n in run], None,
+                      _item_options(run, own, opts)) for run in runs]
         keys = [[Path(n).stem for n in run] for run in runs]
+        recorded = {Path(n).stem: s for n, s in theirs.items()}
     else:
+        recorded = {name: _segment_settings(settings, run, own) for name, run in
+                    stream.segments if any(n in own for n in run)}
         todo_segments = [(name, run) for name, run in stream.segments if force or not (
-            made.current(name) and segment_path(out_dir, name).is_file()
+            made.current(name, recorded.get(name)) and segment_path(out_dir, name).is_file()
             and (debug_dir is None or all(frame_done_debug(debug_dir, n) for n in run)))]
-        items = [Item([(out_dir.parent / n, jobs.get(n, [])) for n in run], name)
-                 for name, run in todo_segments]
+        items = [Item([(out_dir.parent / n, faces_of(n)) for n in run], name,
+                      _item_options(run, own, opts)) for name, run in todo_segments]
         keys = [[name] for name, _ in todo_segments]
     made.forget([k for ks in keys for k in ks])  # until remade, none of them counts as done
     made.save()
@@ -184,7 +215,7 @@ def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporte
     setup = Setup(ws.model_dir, model_name, device, opts, out_dir, mask_dir, debug_dir,
                   Mark.synthetic(info.model_id), precision, source,
                   stream.spec if stream else None)
-    _run(items, keys, setup, made, report, reporter, workers, device, info)
+    _run(items, keys, setup, made, report, reporter, workers, device, info, recorded)
     if stream is not None:
         report.output, report.joined = finish_stream(ws, stream, out_dir, setup.mark,
                                                      reporter)
@@ -193,11 +224,12 @@ def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporte
 
 def _run(items: list[Item], keys: list[list[str]], setup: Setup, made: MergeRecord,
          report: MergeReport, reporter: Reporter, workers: int | None, device: str,
-         info: ModelInfo) -> None:
+         info: ModelInfo, recorded: dict[str, dict[str, Any]]) -> None:
     """The items through the worker pool, each recorded (under its frame or segment
-    names) once its files are written and synced. Processes × threads: `workers` when
-    given, else the layout measured fastest for this model on this machine (the first
-    items of a long merge are its trials; `tuning.py`), one process on a GPU."""
+    names, with its own settings where `recorded` has them) once its files are written
+    and synced. Processes × threads: `workers` when given, else the layout measured
+    fastest for this model on this machine (the first items of a long merge are its
+    trials; `tuning.py`), one process on a GPU."""
     total = sum(len(it.frames) for it in items)
 
     def start(layout: Layout) -> Executor:
@@ -221,7 +253,7 @@ def _run(items: list[Item], keys: list[list[str]], setup: Setup, made: MergeReco
                     report.faces += faces
                     task.advance()
                 for name in names:
-                    made.record(name)
+                    made.record(name, recorded.get(name))
                 # a segment is seconds of work: recorded at once
                 made.save(every=0 if setup.video is not None else SAVE_EVERY_S)
         except BaseException:
@@ -229,6 +261,44 @@ def _run(items: list[Item], keys: list[list[str]], setup: Setup, made: MergeReco
                 made.save()
             raise
         made.save()
+
+
+def _frame_options(frames: list[Path], opts: MergeOptions, ranges: list[Range],
+                   info: ModelInfo) -> dict[str, MergeOptions]:
+    """The options of each frame that frame ranges change from `opts`, by frame name."""
+    own = {}
+    for p in frames if ranges else []:
+        o = options_for(_frame_number(p), opts, ranges)
+        if o.mode == "auto":
+            o = dataclasses.replace(o, mode=info.blend)
+        if o != opts:
+            own[p.name] = o
+    return own
+
+
+def _item_options(run: list[str], own: dict[str, MergeOptions], opts: MergeOptions
+                  ) -> list[MergeOptions] | None:
+    """Per frame of a work item, its options; None when all are the run's."""
+    return [own.get(n, opts) for n in run] if any(n in own for n in run) else None
+
+
+def _segment_settings(settings: dict[str, Any], run: list[str],
+                      own: dict[str, MergeOptions]) -> dict[str, Any]:
+    """A segment's record: the run's settings and, per span of its frames that a range
+    gives other options, (first, last, options)."""
+    spans: list[list[Any]] = []
+    last = -2
+    for i, name in enumerate(run):
+        o = own.get(name)
+        if o is None:
+            continue
+        stem, doc = Path(name).stem, o.to_json()
+        if spans and last == i - 1 and spans[-1][2] == doc:
+            spans[-1][1] = stem
+        else:
+            spans.append([stem, stem, doc])
+        last = i
+    return {**settings, "frame_options": spans}
 
 
 def _check_face_type(ws: Workspace, info: ModelInfo, by_frame: dict[str, list[FaceMeta]]) -> None:

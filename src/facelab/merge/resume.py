@@ -11,8 +11,10 @@ rerun called all 75 done.
 
 The file's top-level `model_id`, `options` and `precision` are the latest run's settings
 (what `facelab eval` reports); `made_with` holds each settings set still in use under a
-short key and `frames` maps each frame's name to its key. A file from before per-frame
-records says nothing trustworthy per frame: its frames are made again once.
+short key and `frames` maps each frame's name to its key. A frame (or segment) that frame
+ranges (`merge/ranges.py`) give other options is recorded under its own settings, so
+changing a range makes only its frames again. A file from before per-frame records says
+nothing trustworthy per frame: its frames are made again once.
 """
 
 from __future__ import annotations
@@ -53,18 +55,25 @@ class MergeRecord:
             self.made = {k: v for k, v in made.items() if isinstance(v, dict)}
             self.frames = {s: k for s, k in frames.items() if isinstance(k, str) and k in self.made}
 
-    def current(self, stem: str) -> bool:
-        """The frame was made with this run's settings."""
-        return self.frames.get(stem) == self.key
+    def current(self, stem: str, settings: dict[str, Any] | None = None) -> bool:
+        """The frame was made with this run's settings (or its own `settings`, where a
+        frame range gives it other options)."""
+        return self.frames.get(stem) == (self.key if settings is None
+                                         else settings_key(settings))
 
     def forget(self, stems: list[str]) -> None:
         """These frames are about to be made again: until each is recorded, none counts."""
         for stem in stems:
             self.frames.pop(stem, None)
 
-    def record(self, stem: str) -> None:
-        """The frame's files are written and synced with this run's settings."""
-        self.frames[stem] = self.key
+    def record(self, stem: str, settings: dict[str, Any] | None = None) -> None:
+        """The frame's files are written and synced with this run's settings (or its own)."""
+        if settings is None:
+            self.frames[stem] = self.key
+            return
+        key = settings_key(settings)
+        self.made[key] = settings
+        self.frames[stem] = key
 
     def save(self, every: float = 0.0) -> None:
         """Write the record (atomically); with `every`, only if that long since the last."""

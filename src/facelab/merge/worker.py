@@ -20,7 +20,7 @@ import numpy as np
 
 from facelab.faces.facetype import face_transform, transform_points
 from facelab.fsutil import naming, temp_sibling
-from facelab.merge.compose import Placed, merge_face
+from facelab.merge.compose import Enhance, Mesher, Placed, merge_face
 from facelab.merge.jobs import FaceJob
 from facelab.merge.options import MergeOptions
 from facelab.merge.predictor import Predictor, load_predictor
@@ -57,6 +57,9 @@ class Item:
 
     frames: list[tuple[Path, list[FaceJob]]]
     segment: str | None = None
+    #: each frame's options where frame ranges give some their own (`merge/ranges.py`);
+    #: None: the setup's for all
+    options: list[MergeOptions] | None = None
 
 
 def init(setup: Setup, threads: int = 1) -> None:
@@ -70,16 +73,29 @@ def init(setup: Setup, threads: int = 1) -> None:
     _W["predictor"] = load_predictor(setup.model_dir, setup.model_name, setup.device,
                                      setup.precision)
     _W["mesher"] = None
-    if "prd" in setup.options.mask_parts:
-        _W["mesher"] = _mesher()
-    _W["enhance"] = None
-    if setup.options.super_resolution != "none":
-        from facelab.merge.enhance import create_enhancer
-
-        _W["enhance"] = create_enhancer(setup.options.super_resolution, setup.device).enhance
+    _W["enhancers"] = {}
+    _tools(setup.options)
 
 
-def _mesher() -> Any:
+def _tools(opts: MergeOptions) -> tuple[Mesher | None, Enhance | None]:
+    """The mesher and enhancer `opts` need, each loaded once per process (a frame range may
+    ask for ones the run's options do not)."""
+    mesher = None
+    if "prd" in opts.mask_parts:
+        mesher = _W["mesher"] = _W["mesher"] or make_mesher()
+    enhance = None
+    if opts.super_resolution != "none":
+        enhancers = _W["enhancers"]
+        if opts.super_resolution not in enhancers:
+            from facelab.merge.enhance import create_enhancer
+
+            enhancers[opts.super_resolution] = create_enhancer(
+                opts.super_resolution, _W["setup"].device).enhance
+        enhance = enhancers[opts.super_resolution]
+    return mesher, enhance
+
+
+def make_mesher() -> Mesher:
     """The `prd` mask's source: FaceMesh on the predicted face (no packaged face parser
     exists; see docs/MERGE.md). Returns crop points or None."""
     from facelab.faces.landmarks import MeshLandmarker
@@ -109,15 +125,16 @@ def work(item: Item) -> list[tuple[int, list[Path]]]:
     results: list[tuple[int, list[Path]]] = []
     try:
         frames = _frames(setup, [p for p, _ in item.frames])
+        options = item.options or [setup.options] * len(item.frames)
         for i in range(0, len(item.frames), BATCH_FRAMES):
             batch = item.frames[i:i + BATCH_FRAMES]
             images = [next(frames) for _ in batch]
-            for (path, _), placed, frame in zip(batch, _predict(batch, images), images,
-                                                strict=True):
+            for (path, _), placed, frame, opts in zip(batch, _predict(batch, images), images,
+                                                      options[i:i + BATCH_FRAMES], strict=True):
                 if writer is None:
-                    results.append(_merge_frame(path.stem, frame, placed, setup))
+                    results.append(_merge_frame(path.stem, frame, placed, setup, opts))
                     continue
-                out, _alpha, tiles = _compose_frame(frame, placed, setup)
+                out, _alpha, tiles = _compose_frame(frame, placed, setup, opts)
                 writer.add(mark_frame(out, setup.mark, index=_index(path.stem)))
                 results.append((len(placed), _write_debug(path.stem, tiles, setup)))
         if writer is not None:
@@ -144,9 +161,13 @@ def _frames(setup: Setup, paths: list[Path]) -> Iterator[np.ndarray]:
 
 def _predict(batch: list[tuple[Path, list[FaceJob]]], images: list[np.ndarray]
              ) -> list[list[Placed]]:
+    return predict_faces(_W["predictor"], batch, images)
+
+
+def predict_faces(predictor: Predictor, batch: list[tuple[Path, list[FaceJob]]],
+                  images: list[np.ndarray]) -> list[list[Placed]]:
     """Crop every face of the batch, predict them as one batch; per frame its placed
-    faces."""
-    predictor: Predictor = _W["predictor"]
+    faces. (The preview, `merge/preview.py`, predicts through this too.)"""
     res = predictor.resolution
     face_type = predictor.info.face_type
     mats, crops = [], []
@@ -192,24 +213,31 @@ def _crop_meshes(chunk: list[tuple[Path, list[FaceJob]]],
 
 
 def _merge_frame(stem: str, frame: np.ndarray, placed: list[Placed],
-                 setup: Setup) -> tuple[int, list[Path]]:
+                 setup: Setup, opts: MergeOptions) -> tuple[int, list[Path]]:
     """Compose the frame's predicted faces and write it; (faces merged, files written)."""
-    out, alpha, debug_tiles = _compose_frame(frame, placed, setup)
-    written = _write(stem, out, alpha, setup, setup.options, debug_tiles)
+    out, alpha, debug_tiles = _compose_frame(frame, placed, setup, opts)
+    written = _write(stem, out, alpha, setup, opts, debug_tiles)
     return len(placed), written
 
 
-def _compose_frame(frame: np.ndarray, placed: list[Placed], setup: Setup
+def _compose_frame(frame: np.ndarray, placed: list[Placed], setup: Setup,
+                   opts: MergeOptions | None = None
                    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """The frame with its predicted faces composed in, its alpha (the faces' masks) and
-    the debug tiles (when asked for)."""
-    opts = setup.options
+    opts = opts or setup.options
+    return compose_frame(frame, placed, opts, *_tools(opts), setup.debug_dir is not None)
+
+
+def compose_frame(frame: np.ndarray, placed: list[Placed], opts: MergeOptions,
+                  mesher: Mesher | None, enhance: Enhance | None, debug: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The frame with its predicted faces composed in (a new array: `frame` is left as it
+    is), its alpha (the faces' masks) and the debug tiles (when asked for)."""
     out = np.zeros_like(frame) if opts.mode == "raw" else frame.copy()
     alpha = np.zeros(frame.shape[:2], np.float32)
     debug_tiles = []
     for p in placed:
         roi, mask, (x0, y0, x1, y1) = merge_face(out if opts.mode != "raw" else frame, p, opts,
-                                                 _W["mesher"], _W["enhance"])
+                                                 mesher, enhance)
         region = out[y0:y1, x0:x1]
         if opts.mode == "raw":
             keep = mask > 0
@@ -217,7 +245,7 @@ def _compose_frame(frame: np.ndarray, placed: list[Placed], setup: Setup
         else:
             region[...] = roi
         alpha[y0:y1, x0:x1] = np.maximum(alpha[y0:y1, x0:x1], mask)
-        if setup.debug_dir is not None:
+        if debug:
             debug_tiles.append(_debug_tile(p, out, mask, (x0, y0, x1, y1)))
     return out, alpha, debug_tiles
 
@@ -240,13 +268,20 @@ def _debug_tile(p: Placed, out: np.ndarray, mask: np.ndarray,
     return np.hstack(tiles)
 
 
+def marked_image(stem: str, out: np.ndarray, alpha: np.ndarray, mark: Mark,
+                 opts: MergeOptions, mask: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """The pixels of merged frame `stem` as its PNG holds them (BGR, or BGRA with
+    --export-alpha and --mode raw), and its 8-bit alpha when that or `mask` wants it."""
+    # the invisible watermark (its sign follows the frame number): no option leaves it out
+    out = mark_frame(out, mark, index=_index(stem))
+    rgba = opts.export_alpha or opts.mode == "raw"
+    a8 = _alpha8(alpha) if rgba or mask else None
+    return (cv2.merge([out, a8]) if a8 is not None and rgba else out), a8
+
+
 def _write(stem: str, out: np.ndarray, alpha: np.ndarray, setup: Setup,
            opts: MergeOptions, debug_tiles: list[np.ndarray]) -> list[Path]:
-    # the invisible watermark (its sign follows the frame number): no option leaves it out
-    out = mark_frame(out, setup.mark, index=int(stem) if stem.isdigit() else None)
-    rgba = opts.export_alpha or opts.mode == "raw"
-    a8 = _alpha8(alpha) if rgba or setup.mask_dir is not None else None
-    image = cv2.merge([out, a8]) if a8 is not None and rgba else out
+    image, a8 = marked_image(stem, out, alpha, setup.mark, opts, setup.mask_dir is not None)
     written = []
     path = setup.out_dir / f"{stem}.png"
     _put(path, encode_png(image, setup.mark))
