@@ -68,6 +68,16 @@ class Face:
     image: np.ndarray
     face_type: FaceType
 
+    @classmethod
+    def from_meta(cls, meta: FaceMeta) -> Face:
+        """A stored face back as a record, without its pixels (what `faces/debug.py` draws:
+        a debug frame redrawn after a face was placed by hand)."""
+        lm = Landmarks(np.asarray(meta.source_landmarks), None, meta.yaw, meta.pitch, meta.roll)
+        det = Detection(tuple(map(float, meta.source_rect)), meta.score, None, meta.detector)
+        blank = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (meta.size, meta.size, 3))
+        return cls(meta.face_index, det, lm, np.asarray(meta.frame_to_face), blank,
+                   FaceType(meta.face_type))
+
     def meta(self, source_filename: str, source_size: tuple[int, int]) -> FaceMeta:
         lm = self.landmarks
         x0, y0, x1, y1 = self.detection.box

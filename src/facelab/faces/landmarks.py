@@ -27,6 +27,13 @@ import cv2
 import numpy as np
 
 from facelab.errors import FacelabError
+from facelab.faces.facetype import (
+    FIT_POINTS,
+    MEAN_FACE_68,
+    invert,
+    similarity_fit,
+    transform_points,
+)
 from facelab.faces.mediapipe_runtime import quiet_env, quiet_stderr
 from facelab.faces.pose import mesh_pose, pose_from_68
 from facelab.faces.record import Landmarks
@@ -170,6 +177,69 @@ def mesh_to_68(mesh: np.ndarray, idx: np.ndarray | None = None, w: np.ndarray | 
     pts = (xy[idx] * w[..., None]).sum(1)
     pts[:17] = jaw_on_contour(xy, pts, fractions, scale)
     return pts
+
+
+#: The automatic detector's box in mean-face units (`facetype.MEAN_FACE_68`'s square):
+#: centre and width × height, medians over 997 faces of GRID speakers A–D and the Pexels
+#: clip (spread 0.02–0.09); faces placed by hand (`faces/manual.py`) get such boxes, so the
+#: merge's smoothing tracks them with their neighbours.
+BOX_CENTRE = np.array([0.51, 0.36])
+BOX_SIZE = np.array([1.19, 1.69])
+
+
+def mean_face_in_box(box: tuple[float, float, float, float]) -> Landmarks:
+    """Our mean face placed as the automatic detector's box would frame it."""
+    x0, y0, x1, y1 = box
+    side = float(np.mean([(x1 - x0) / BOX_SIZE[0], (y1 - y0) / BOX_SIZE[1]]))
+    pts = (MEAN_FACE_68 - BOX_CENTRE) * side + [(x0 + x1) / 2, (y0 + y1) / 2]
+    return Landmarks(pts, None, 0.0, 0.0, 0.0, model="mean")
+
+
+def box_from_points(points68: np.ndarray) -> tuple[float, float, float, float]:
+    """The box the automatic detector would give a face with these 68 points (the merge's
+    temporal smoothing links faces by their boxes)."""
+    to_unit = similarity_fit(points68[FIT_POINTS], MEAN_FACE_68[FIT_POINTS])
+    side = 1 / max(float(np.sqrt(abs(np.linalg.det(to_unit[:, :2])))), 1e-12)
+    cx, cy = transform_points(BOX_CENTRE[None], invert(to_unit))[0]
+    hw, hh = BOX_SIZE * side / 2
+    return float(cx - hw), float(cy - hh), float(cx + hw), float(cy + hh)
+
+
+_BEND_REG = 1e-3  # thin-plate smoothing: two points dragged onto each other stay solvable
+MAX_BEND = 0.25  # beyond this the mesh belongs to another face in the box, or none
+
+
+def _thin_plate(src: np.ndarray, dst: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """`pts` moved by the (lightly smoothed) thin-plate spline that takes `src` to `dst`."""
+    mu = src.mean(0)
+    s = float(np.sqrt(((src - mu) ** 2).sum(1).mean())) or 1.0
+    a, b, p = (src - mu) / s, (dst - mu) / s, (pts - mu) / s
+
+    def kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        r2 = ((x[:, None] - y[None]) ** 2).sum(-1)
+        return 0.5 * r2 * np.log(np.maximum(r2, 1e-300))  # r² log r, 0 at r = 0
+
+    n = len(a)
+    affine = np.c_[np.ones(n), a]
+    system = np.block([[kernel(a, a) + _BEND_REG * np.eye(n), affine],
+                       [affine.T, np.zeros((3, 3))]])
+    sol = np.linalg.lstsq(system, np.r_[b, np.zeros((3, 2))], rcond=None)[0]
+    moved = kernel(p, a) @ sol[:n] + np.c_[np.ones(len(p)), p] @ sol[n:]
+    return moved * s + mu
+
+
+def bend_mesh(mesh: np.ndarray, points68: np.ndarray,
+              target68: np.ndarray) -> np.ndarray | None:
+    """A mesh whose 68 points were `points68`, bent so they land on `target68` (depth
+    scaled with the face); None when `target68` is not that face (their shapes differ by
+    more than `MAX_BEND` inter-ocular distances on average, after a similarity fit)."""
+    sim = similarity_fit(points68, target68)
+    eyes = np.linalg.norm(target68[36:42].mean(0) - target68[42:48].mean(0))
+    off = np.linalg.norm(points68 @ sim[:, :2].T + sim[:, 2] - target68, axis=1).mean()
+    if not off <= MAX_BEND * eyes:
+        return None
+    scale = float(np.sqrt(abs(np.linalg.det(sim[:, :2]))))
+    return np.c_[_thin_plate(points68, target68, mesh[:, :2]), mesh[:, 2] * scale]
 
 
 def _check(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
