@@ -179,6 +179,21 @@ def _polys(v: Any, key: str) -> list[dict]:
     return out
 
 
+def parse_polys(value: Any, size: int | None = None) -> list[dict]:
+    """Mask polygons from untrusted input (a studio request), checked by the reader's own
+    rules; with the face's `size`, every point must also lie within one face side of the
+    face (-size … 2·size: what an editor can place). One sentence on refusal."""
+    try:
+        polys = _polys(value, "the polygons")
+        if size is not None and any(not all(-size <= c <= 2 * size for xy in p["pts"]
+                                            for c in xy) for p in polys):
+            raise _Invalid(f"every point must lie from {-size} to {2 * size}, within one "
+                           f"face side of the {size}×{size} face")
+    except _Invalid as e:
+        raise FacelabError(f"The mask polygons are invalid ({e}).") from None
+    return polys
+
+
 def _mask(v: Any, key: str) -> np.ndarray:
     bad = _Invalid(f"{key} must be a base64 8-bit grey PNG of at most {MAX_SIDE}² pixels")
     try:
