@@ -19,8 +19,8 @@ class StudioContext:
     jobs: JobRunner
     token: str = ""
     allow_remote: bool = False
-    #: faceset edits the server makes itself (trash, undo) one at a time: the stage locks
-    #: are re-entrant within a process, so two request threads would not exclude each other
+    #: faceset edits the server makes itself (trash, undo) one at a time: a second request
+    #: waits for the first instead of being refused by the stage's lock
     edit_lock: threading.Lock = field(default_factory=threading.Lock)
     caches: dict[str, Any] = field(default_factory=dict)
 
