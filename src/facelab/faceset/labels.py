@@ -163,6 +163,21 @@ def undo(ws: Workspace, side: str, steps: int = 1, reporter: Reporter = NULL) ->
         return ops.undo(_faceset(ws, side), steps, reporter)
 
 
+def undo_label(ws: Workspace, side: str, reporter: Reporter = NULL) -> Op:
+    """Undo the side's last journaled operation if it is a skip or a confirm (the mask
+    editor's undo), else refuse: a sort or a trash is undone where it was made."""
+    fs = _faceset(ws, side)
+    with GUARD, locked(reporter, fs):
+        journal = Journal(fs)
+        last = next((op for op in reversed(journal.ops()) if op.state != "undone"), None)
+        if last is None:
+            raise FacelabError(f"{fs.label} has nothing to undo.")
+        if not last.command.startswith(("skip ", "confirm ")):
+            raise FacelabError(f"The last change of {fs.label} is `{last.command}`, not a "
+                               f"skip or confirm: undo it with `facelab faceset undo {side}`.")
+        return journal.undo(1, reporter)[0]
+
+
 def labelled_faces(ws: Workspace, side: str, folders: tuple[str, ...] = FOLDERS
                    ) -> list[Path]:
     """The faces of `folders` (default: aligned, confirmed and skipped) that carry mask
