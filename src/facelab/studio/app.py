@@ -2,7 +2,8 @@
 workspace files) and every page's routes.
 
 Pages are modules `facelab.studio.<id>_page` exposing `TITLE`, `routes(ctx)` and
-optionally `startup(ctx)` (called as the server starts; it must return at once), with their
+optionally `startup(ctx)` (called as the server starts; it must return at once) and
+`shutdown(ctx)` (as it stops), with their
 script in `static/<id>.js`; the ones present are served, in the order of `PAGES`, so a new
 page is two new files and no edit here.
 """
@@ -180,6 +181,9 @@ def create_app(ws: Workspace, token: str, *, jobs: JobRunner | None = None,
                 mod.startup(ctx)
         yield
         await run_in_threadpool(ctx.jobs.shutdown)
+        for _, mod in pages:  # what a page holds (models, open videos), let go as it stops
+            if hasattr(mod, "shutdown"):
+                await run_in_threadpool(mod.shutdown, ctx)
 
     app = Starlette(
         routes=routes, lifespan=lifespan, max_body_size=MAX_BODY,
