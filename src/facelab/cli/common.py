@@ -153,11 +153,21 @@ def state() -> State:
 
 
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """Ctrl-C / SIGTERM set the event: training saves and the command ends cleanly."""
+def stop_on_signals(requests: bool = False) -> Iterator[threading.Event]:
+    """Ctrl-C / SIGTERM set the event: training saves and the command ends cleanly. With
+    `requests`, the event is a training `RunControl` and SIGUSR1 asks for a save now,
+    SIGUSR2 for the preview now, the run going on (the studio's S and P keys; `kill -USR1
+    PID` from a shell)."""
     stop = threading.Event()
-    handler = lambda *_: stop.set()  # noqa: E731
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    handlers: dict[int, Callable[..., None]] = {
+        signal.SIGINT: lambda *_: stop.set(), signal.SIGTERM: lambda *_: stop.set()}
+    if requests and hasattr(signal, "SIGUSR1"):  # POSIX
+        from facelab.train.loop import RunControl  # PyTorch: only for a command that trains
+
+        control = stop = RunControl()
+        handlers[signal.SIGUSR1] = lambda *_: control.save_now.set()
+        handlers[signal.SIGUSR2] = lambda *_: control.preview_now.set()
+    old = {s: signal.signal(s, h) for s, h in handlers.items()}
     try:
         yield stop
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -9,9 +10,9 @@ from typing import Any
 import typer
 
 from facelab.cli import train_prompts as prompts
-from facelab.cli.common import command, group, state, stop_on_signals
+from facelab.cli.common import State, command, group, state, stop_on_signals
 from facelab.cli.options import build, cli_specs, flags, pick, with_flags
-from facelab.cli.ui import out
+from facelab.cli.ui import RichReporter, err, log_every, out
 from facelab.errors import FacelabError
 from facelab.lazy import lazy_module
 from facelab.meshswap.options import FAMILY as MESHSWAP
@@ -49,7 +50,8 @@ def train_cmd(
 ) -> None:
     """Train a model to turn dst faces into src faces, from data_src/aligned and
     data_dst/aligned. Saves every few minutes, on reaching the target and on Ctrl-C or
-    SIGTERM; run it again with the same name to continue where it stopped. Creation options
+    SIGTERM (`kill -USR1 PID` saves now, `kill -USR2 PID` writes the preview now, and it
+    goes on); run it again with the same name to continue where it stopped. Creation options
     (resolution, face type, arch, dims, masks) are fixed once a model exists; the others
     (and --lr) may change on any run. One run per model at a time; a run whose loss
     collapses (NaN, or far above its recent level) goes back to its last save with a lower
@@ -67,11 +69,12 @@ def train_cmd(
         model = _ask(st.ws.model_dir, opts.model_name, preset, model)
         model.setdefault("preset", preset)
         opts = _options(given, model)
-    reporter = st.reporter
+    reporter = _reporter(st)
     # something at once: importing PyTorch and reading the faces take seconds
     reporter.status(f"Loading PyTorch for model {opts.model_name!r} …")
     try:
-        with stop_on_signals() as stop:  # Ctrl-C and SIGTERM alike: save, then stop
+        # Ctrl-C and SIGTERM alike: save, then stop; SIGUSR1 save now, SIGUSR2 preview now
+        with stop_on_signals(requests=True) as stop:
             rep = trainer.train(st.ws, opts, reporter, stop)
     finally:
         reporter.end()
@@ -87,6 +90,32 @@ def train_cmd(
     out.print(f"Model {rep.model_name!r} {how} at iteration {rep.iteration} "
               f"({rep.iteration - rep.start_iteration} this run, {rep.ms_per_iter:.0f} ms/iter "
               f"on {rep.device}{loss}); saved in {st.ws.model_dir}.")
+
+
+class _LoggedStatus(RichReporter):
+    """Piped with FACELAB_PROGRESS_EVERY given (a studio job): the training status line
+    (iteration, ms/iter, losses, ETA) logged every that many seconds instead of every
+    STATUS_EVERY, so a page following the log shows the speed and losses as they go."""
+
+    def __init__(self, every: float, quiet: bool, verbose: bool) -> None:
+        super().__init__(quiet=quiet, verbose=verbose)
+        self.every = every
+        self._at: float | None = None
+
+    def status(self, message: str, log: bool = False) -> None:
+        if not (message and log) or self.quiet or err.is_terminal:
+            super().status(message, log)
+            return
+        now = time.monotonic()
+        if self._at is None or now - self._at >= self.every:
+            self._at = now
+            err.print(message, markup=False, soft_wrap=True)
+
+
+def _reporter(st: State) -> RichReporter:
+    if "FACELAB_PROGRESS_EVERY" in os.environ and not err.is_terminal:
+        return _LoggedStatus(log_every(), st.quiet, st.verbose)
+    return st.reporter
 
 
 def _options(given: dict[str, Any], model: dict[str, Any]) -> TrainOptions:

@@ -7,10 +7,13 @@ when each happens, so a run means the same in every family: a status after every
 `log_every` iterations, a preview every `preview_every`, a save (and a line saying so) every
 `autosave_minutes` and at every backup iteration, and on the way out (target reached or
 `stop` set) a last save and preview of what is not saved yet; an error leaves the last save
-as it was. A collapse (guard.py: the loss NaN, inf or far above its recent level, or
-weights the checkpoint writer refuses) is never saved: the model goes back to its last save
-with a lower learning rate, and repeated collapses end the run in one line. Resuming from
-the save is the family's business; the loop only continues its iteration count and history.
+as it was. A `RunControl` as `stop` also carries a caller's requests to save or write the
+preview now (the CLI sets them on SIGUSR1/SIGUSR2, the studio's S and P keys): the loop
+honours them at the end of the current iteration and trains on. A collapse (guard.py: the
+loss NaN, inf or far above its recent level, or weights the checkpoint writer refuses) is
+never saved: the model goes back to its last save with a lower learning rate, and repeated
+collapses end the run in one line. Resuming from the save is the family's business; the
+loop only continues its iteration count and history.
 """
 
 from __future__ import annotations
@@ -100,6 +103,27 @@ class RunResult:
     ms_per_iter: float
     losses: list[tuple[float, float]]
     previewed: bool
+
+
+class RunControl(threading.Event):
+    """A run's stop event (set: save and stop) with two requests a caller may make while it
+    runs, each honoured once at the end of the current iteration: `save_now` (a save, the
+    autosave clock restarting from it) and `preview_now` (the preview written now, whatever
+    `preview_every` says). The caller sets them from its own signals or threads; the
+    library never touches signals."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.save_now = threading.Event()
+        self.preview_now = threading.Event()
+
+
+def _take(request: threading.Event | None) -> bool:
+    """Whether `request` was made, withdrawing it (so one request is honoured once)."""
+    if request is None or not request.is_set():
+        return False
+    request.clear()
+    return True
 
 
 def check_intervals(opts: TrainOptions) -> None:
@@ -228,6 +252,9 @@ class Loop:
         t_log = last_save = time.monotonic()
         self.stamps.append(t_log)
         logged_at = self.it
+        control = stop if isinstance(stop, RunControl) else None
+        save_now = control.save_now if control is not None else None
+        preview_now = control.preview_now if control is not None else None
         while not (target and self.it >= target):
             if stop is not None and stop.is_set():
                 return True
@@ -245,10 +272,12 @@ class Loop:
                 now = time.monotonic()
                 self._log((now - t_log) * 1000 / max(1, self.it - logged_at))
                 t_log, logged_at = now, self.it
-            if opts.preview_every and self.it % opts.preview_every == 0:
+            asked = _take(preview_now)  # one preview answers a request and the schedule
+            if asked or (opts.preview_every and self.it % opts.preview_every == 0):
                 self.preview()
             backup = bool(opts.backup_every) and self.it % opts.backup_every == 0
-            if backup or time.monotonic() - last_save >= opts.autosave_minutes * 60:
+            asked = _take(save_now)
+            if asked or backup or time.monotonic() - last_save >= opts.autosave_minutes * 60:
                 if not self.save(backup):
                     self._collapse("its weights are not finite", self.it)
                     t_log, logged_at = time.monotonic(), self.it
