@@ -122,3 +122,23 @@ def test_listing_and_thumbnails_follow_the_faces(tmp_path: Path) -> None:
     with atomic_path(folder / "00002_0.jpg") as tmp:  # as facelab writes a face
         tmp.write_bytes(jpeg.tobytes())
     assert listing(folder)[1][1] != keys[1]
+
+
+def test_selection_keys_do_what_the_help_says(studio: Studio, page: Any) -> None:
+    n = len(list((studio.ws / "data_src" / "aligned").glob("*.jpg")))
+    _open(page, studio, "src")
+    cells = page.locator("#grid .face")
+
+    def says(text: str) -> None:
+        wait_until(page, f"document.querySelector('#faces-count').textContent === '{text}'")
+
+    cells.nth(0).click()
+    says(f"{n} faces, 1 selected")
+    cells.nth(2).click(modifiers=["Control"])  # Ctrl-click toggles one face in
+    says(f"{n} faces, 2 selected")
+    cells.nth(0).click(modifiers=["Control"])  # and out
+    says(f"{n} faces, 1 selected")
+    page.keyboard.press("Control+a")
+    says(f"{n} faces, {n} selected")
+    page.keyboard.press("Escape")
+    says(f"{n} faces")
