@@ -15,6 +15,7 @@ from facelab.cli import (
     faces_cmd,
     faceset_cmd,
     helpformat,
+    mask_cmd,
     merge_cmd,
     studio_cmd,
     swap_cmd,
@@ -59,6 +60,7 @@ swap_cmd.register(app)
 verify_cmd.register(app)
 eval_cmd.register(app)
 studio_cmd.register(app)
+mask_cmd.register(app)
 
 
 def _version(value: bool) -> None:

@@ -3,7 +3,9 @@
 Images stay BGR end to end (as OpenCV reads them and as the merger writes them), as float32
 CHW in [0, 1]; masks are 1×H×W. Each stored face is re-cropped through its landmarks
 (`face_transform(meta.landmarks, model_type, res, meta.yaw)`), so one faceset serves models
-of any face type and resolution, in one resampling from the stored pixels.
+of any face type and resolution, in one resampling from the stored pixels. A face carrying
+a segmenter mask (`facelab mask apply`) is trained masked: its occluded pixels leave the
+sample's mask, so the losses ignore them (warp.render).
 
 `make_loader` serves src and dst together (one batch dict per step), because yaw-sorted
 src feeding needs dst's yaws and a trainer always steps both sides at once.
@@ -73,6 +75,13 @@ class Faceset:
 
             raise FacelabError(empty_faceset_message(self.folder))
         self.metas: list[FaceMeta] = [read_meta(p) for p in self.paths]  # headers only: fast
+        # segmenter masks (`facelab mask apply`) kept PNG-compressed: a few KB a face, not a
+        # decoded array each, however large the faceset (and cheap to pass to workers)
+        self.occlusions: dict[int, bytes] = {}
+        for i, m in enumerate(self.metas):
+            if m.mask is not None:
+                self.occlusions[i] = cv2.imencode(".png", m.mask)[1].tobytes()
+                m.mask = None
         self.yaws = np.array([m.yaw for m in self.metas], np.float64)
         self._mats: dict[int, np.ndarray] = {}  # face_to_crop, filled as faces are used
 
@@ -92,6 +101,15 @@ class Faceset:
     def crop_landmarks(self, i: int) -> np.ndarray:
         """Face i's 68 landmarks in the model's crop pixels."""
         return transform_points(self.metas[i].landmarks, self.face_to_crop(i))
+
+    def occlusion(self, i: int, size: tuple[int, int]) -> np.ndarray | None:
+        """Face i's segmenter mask (uint8) resized to `size` (w, h), None without one."""
+        png = self.occlusions.get(i)
+        if png is None:
+            return None
+        occ = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+        return occ if occ.shape[::-1] == size else cv2.resize(occ, size,
+                                                              interpolation=cv2.INTER_LINEAR)
 
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image, face_to_crop, landmarks), the image pre-shrunk with area averaging so the
@@ -124,10 +142,12 @@ class Faceset:
 
     def render_u8(self, i: int, aug: Augment, mask_blur: bool = False,
                   eyes_mouth: bool = False) -> Sample:
-        """Face i under a given augmentation, as uint8 CHW (what workers pass along)."""
+        """Face i under a given augmentation, as uint8 CHW (what workers pass along); a
+        face with a segmenter mask has its occluded pixels out of the mask (warp.render)."""
         image, mat, lm = self._load(i)
+        occlusion = self.occlusion(i, (image.shape[1], image.shape[0]))
         target, warped, mask = render(image, mat, lm, self.resolution, aug, mask_blur,
-                                      eyes_mouth)
+                                      eyes_mouth, occlusion)
         chw = lambda a: np.ascontiguousarray(a.transpose(2, 0, 1))  # noqa: E731
         return Sample(chw(target), chw(warped), chw(mask) if mask.ndim == 3 else mask[None])
 

@@ -208,6 +208,11 @@ def _setup(ws: Workspace, opts: TrainOptions, reporter: Reporter) -> _Setup:
     precision, why = choose_precision(opts.precision, device)
     reporter.status("Reading the faces …")
     src_faces, dst_faces = _facesets(ws, mo, opts)
+    for faces in dict.fromkeys((src_faces, dst_faces)):  # pretraining: one set, said once
+        if faces.occlusions:
+            reporter.info(f"{faces.name}: {len(faces.occlusions)} of {len(faces)} faces carry "
+                          "a mask (facelab mask apply): their occluded pixels are left out of "
+                          "the loss.")
 
     reporter.status(f"{'Loading' if saved else 'Building'} model {name!r} …")
     torch.manual_seed(opts.seed)

@@ -91,14 +91,17 @@ def eyes_mouth_mask(points: np.ndarray, res: int) -> np.ndarray:
 
 
 def render(face: np.ndarray, face_to_crop: np.ndarray, landmarks: np.ndarray, res: int,
-           aug: Augment, mask_blur: bool = False,
-           eyes_mouth: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           aug: Augment, mask_blur: bool = False, eyes_mouth: bool = False,
+           occlusion: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(target, input, mask) as HxW(x3) uint8 from a stored face image (uint8: a quarter
     of float32's bytes to pass between processes).
 
     Each is sampled straight from `face` in one interpolation (no resampling twice), the
     input through the warp grid; the mask is the hull of the jittered landmarks, with the
-    eyes-and-mouth mask as a second channel (H×W×2) when `eyes_mouth`.
+    eyes-and-mouth mask as a second channel (H×W×2) when `eyes_mouth`. `occlusion` (the
+    face's segmenter mask, uint8 at `face`'s size, 0 where a hand or hair covers the face)
+    is cut along with the target and multiplies both channels: the masked losses then
+    leave the occluded pixels out (masked training). Without it nothing changes.
     """
     mat = compose(jitter_matrix(aug, res), face_to_crop)
     target = cv2.warpAffine(face, mat, (res, res), flags=cv2.INTER_CUBIC,
@@ -120,6 +123,12 @@ def render(face: np.ndarray, face_to_crop: np.ndarray, landmarks: np.ndarray, re
         mask = cv2.GaussianBlur(mask, (k, k), 0)
     if eyes_mouth:
         mask = np.dstack([mask, eyes_mouth_mask(pts, res)])
+    if occlusion is not None:
+        occ = cv2.warpAffine(occlusion, mat, (res, res), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE).astype(np.uint16)
+        if mask.ndim == 3:
+            occ = occ[..., None]
+        mask = ((mask.astype(np.uint16) * occ + 127) // 255).astype(np.uint8)
     return target, warped, mask
 
 
