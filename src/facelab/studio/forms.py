@@ -58,6 +58,12 @@ STAGES: dict[str, Stage] = {s.id: s for s in (
            "meshswap.options:MeshSwapOptions"), exclude=("interactive",)),
     Stage("merge", "Merge", ("merge",), "merge_cmd:merge_cmd", ("merge.options:MergeOptions",)),
     Stage("assemble", "Assemble the video", ("video", "assemble"), "video_cmd:assemble_cmd"),
+    Stage("mask-train", "Fine-tune the segmenter", ("mask", "train"), "mask_cmd:train",
+          ("segment.options:MaskTrainOptions",), ("src", "dst")),
+    Stage("mask-apply", "Write the faces' masks", ("mask", "apply"), "mask_cmd:apply",
+          sides=("src", "dst")),
+    Stage("mask-worst", "Faces to label next", ("mask", "worst"), "mask_cmd:worst",
+          sides=("src", "dst")),
 )}
 
 

@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import cv2
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -132,7 +133,7 @@ def routes(ctx: StudioContext) -> list[BaseRoute]:
         path = face(request)
         meta = await run_in_threadpool(read_meta, path)
         return ok({**_where(path), "size": meta.size, "polys": meta.mask_polys,
-                   "source": meta.source_filename})
+                   "source": meta.source_filename, "mask": meta.mask is not None})
 
     async def put_face(request: Request) -> Response:
         path = face(request)
@@ -147,6 +148,18 @@ def routes(ctx: StudioContext) -> list[BaseRoute]:
     def thumb(request: Request) -> Response:
         return FileResponse(thumbnail(ctx.cache_dir, face(request)), media_type="image/jpeg",
                             headers={"cache-control": "private, no-cache"})
+
+    async def stored_mask(request: Request) -> Response:
+        """The mask `facelab mask apply` wrote into the face (PNG), 404 when it has none."""
+        path = face(request)
+        meta = await run_in_threadpool(read_meta, path)
+        if meta.mask is None:
+            raise PathMissing(f"{path.name} has no mask yet: run `facelab mask apply`.")
+        done, buf = cv2.imencode(".png", meta.mask)
+        if not done:
+            raise FacelabError("The mask could not be encoded.")
+        return Response(buf.tobytes(), media_type="image/png",
+                        headers={"cache-control": "no-store"})
 
     def mover(fn: Any) -> Any:
         async def move(request: Request) -> Response:
@@ -191,6 +204,7 @@ def routes(ctx: StudioContext) -> list[BaseRoute]:
         Route(one, put_face, methods=["PUT"]),
         Route(one + "/image", image),
         Route(one + "/thumb", thumb),
+        Route(one + "/mask", stored_mask),
         Route(one + "/skip", mover(labels.skip), methods=["POST"]),
         Route(one + "/confirm", mover(labels.confirm), methods=["POST"]),
         Route(one + "/copy", copy, methods=["POST"]),

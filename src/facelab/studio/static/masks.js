@@ -5,6 +5,7 @@
 // saved when it is left (never lost), and the mask the polygons paint is shown live.
 
 import { api, el, onJob, toast } from "./app.js";
+import { segmenterPanel, tintedMask } from "./masks_net.js";
 
 const STRIP = 11;                 // thumbnails in the strip around the current face
 const COLOURS = { include: [63, 185, 80], exclude: [248, 81, 73] };
@@ -20,6 +21,7 @@ const KEYS = [
   ["Shift + C/Q/Z", "move 10 faces"],
   ["X", "save"],
   ["M", "mask overlay on / off"],
+  ["N", "network mask on / off (outside it: red)"],
   ["H", "hide / show this help"],
   ["Ctrl+Z", "undo the last skip or confirm"],
 ];
@@ -39,7 +41,7 @@ export async function mount(root) {
   let side = params.get("side") === "src" ? "src" : "dst";
   let list = [], idx = -1, face = null, img = null, polys = [], redo = [], saved = "[]";
   let overlay = true, mouse = null, wheelAcc = 0, alive = true, chain = Promise.resolve();
-  let pending = 0;
+  let pending = 0, net = null, netOn = true;
 
   const sideSel = el("select", { id: "mask-side" }, ["src", "dst"].map((s) =>
     el("option", { value: s, selected: s === side }, `data_${s}`)));
@@ -64,6 +66,8 @@ export async function mount(root) {
       "include adds, an exclude cuts out."),
     el("div", { class: "legend" }, el("span", { class: "inc" }, "include"), " ",
       el("span", { class: "exc" }, "exclude")));
+  const segmenter = segmenterPanel({ side: () => side, jump: (f, n) => jump(f, n),
+    changed: () => run(async () => { await keep(); await loadList(face || list[idx]); await show(idx); }) });
   const box = el("div", { class: "masks", id: "masks" },
     el("div", { class: "masks-main" },
       el("div", { class: "toolbar" }, sideSel, pos, nameBox, folderBox, dirtyBox,
@@ -75,9 +79,17 @@ export async function mount(root) {
       el("div", { class: "mask-bar" }, status, el("label", { for: "copy-count" }, "next faces"), count,
         el("label", { for: "copy-replace" }, replace, " replace"),
         btn("mask-copy", "Copy mask to next faces", copy)),
-      strip),
+      strip, segmenter.panel),
     help);
   root.append(box);
+
+  function jump(folder, name) {  // "label this one" from the segmenter's list
+    run(async () => {
+      await keep();
+      const i = list.findIndex((f) => f.folder === folder && f.name === name);
+      if (i < 0) toast(`${folder}/${name} is no longer here.`, "error"); else await show(i);
+    });
+  }
 
   const faceUrl = (f, what = "") =>
     `/api/masks/${side}/face/${f.folder}/${encodeURIComponent(f.name)}${what ? "/" + what : ""}`;
@@ -115,12 +127,14 @@ export async function mount(root) {
       [data, image] = await Promise.all([api(faceUrl(f)), loadImage(faceUrl(f, "image"))]);
     } catch (e) {  // a damaged face, or one moved meanwhile: shown as such, walked past
       if (!alive) return;
-      idx = i; face = null; img = null; polys = []; redo = []; saved = "[]";
+      idx = i; face = null; img = null; net = null; polys = []; redo = []; saved = "[]";
       wrap.replaceChildren(el("div", { class: "empty bad" }, `${f.folder}/${f.name}: ${e.message}`));
       paint(); drawStrip(); return;
     }
     if (!alive) return;
-    idx = i; face = data; img = image;
+    const netMask = data.mask ? await tintedMask(faceUrl(f, "mask")).catch(() => null) : null;
+    if (!alive) return;
+    idx = i; face = data; img = image; net = netMask;
     polys = data.polys.map((p) => ({ type: p.type, pts: p.pts, closed: true }));
     redo = []; saved = state();
     list[i] = { ...f, polys: data.polys.length };
@@ -290,6 +304,7 @@ export async function mount(root) {
     box.dataset.points = String(polys.reduce((a, p) => a + p.pts.length, 0));
     box.dataset.polys = String(polys.filter((p) => p.closed).length);
     box.dataset.overlay = overlay ? "1" : "0";
+    box.dataset.net = net && netOn ? "1" : "0";
     nameBox.textContent = face ? face.name : "";
     folderBox.textContent = face ? face.folder : "";
     folderBox.className = `badge ${face ? face.folder : ""}`;
@@ -310,6 +325,7 @@ export async function mount(root) {
     const s = face.size, k = canvas.width / s;
     g.imageSmoothingEnabled = k < 3;
     g.drawImage(img, 0, 0, canvas.width, canvas.height);
+    if (net && netOn) g.drawImage(net, 0, 0, canvas.width, canvas.height);
     if (overlay) { paintMask(s); g.drawImage(maskCanvas, 0, 0, canvas.width, canvas.height); }
     const at = ([x, y]) => [(x + 0.5) * k, (y + 0.5) * k];
     for (const p of polys) {
@@ -355,6 +371,7 @@ export async function mount(root) {
     };
     if (acts[key]) { ev.preventDefault(); run(acts[key]); }
     else if (key === "m") { overlay = !overlay; paint(); }
+    else if (key === "n") { netOn = !netOn; paint(); }
     else if (key === "h") { help.hidden = !help.hidden; requestAnimationFrame(paint); }
   }
   document.addEventListener("keydown", onKey);
@@ -390,7 +407,7 @@ export async function mount(root) {
   return () => {
     alive = false;
     if (dirty()) { save().catch((e) => toast(e.message, "error")); }  // leaving the page: keep the edit
-    off();
+    off(); segmenter.off();
     resize.disconnect();
     document.removeEventListener("keydown", onKey);
     window.removeEventListener("beforeunload", beforeUnload);
