@@ -125,7 +125,9 @@ def test_every_mode_runs(ws: Workspace, mode: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mask", MASK_MODES)
+# seg-prd: the segmenter rightly finds no face in what this tiny model draws (an empty
+# mask); its modes are tested in tests/test_merge_seg.py
+@pytest.mark.parametrize("mask", [m for m in MASK_MODES if "seg-prd" not in m])
 def test_every_mask_mode_runs(ws: Workspace, mask: str):
     opts = MergeOptions(mask=mask, mode="overlay", export_alpha=True, erode=20, blur=30)
     merge(ws, "m", opts, NullReporter(), frames_spec="3", workers=1)

@@ -1,6 +1,6 @@
 """`facelab eval`: measured quality of a swap (identity, pose, expression, jitter,
-sharpness, untouched background, face PSNR/SSIM against dst), a short table, eval.json
-and an HTML report."""
+sharpness, untouched background, face PSNR/SSIM against dst, occluders kept in front),
+a short table, eval.json and an HTML report."""
 
 from __future__ import annotations
 
@@ -41,6 +41,12 @@ def eval_cmd(
         "Faces (spread over the set) that make src's and dst's identity.")),
     max_frames: int | None = typer.Option(None, "--max-frames", min=1, show_default=False,
                                           help="Only the first n frames."),
+    occluders: Path | None = typer.Option(None, "--occluders", show_default=False, help=(
+        "Occluder polygons of some dst frames, as JSON: tests/fixtures/segment/"
+        "pexels_hand.json's format, or {\"frames\": [{\"frame\": I, \"occluders\": "
+        "[POLYGON]}]} with polygons as lists of [x, y] frame pixels and I counted from 0. "
+        "Measures the share of their pixels the result keeps as dst's own (1 = a hand "
+        "stays in front of the new face).")),
 ) -> None:
     """Score a swap: is the face src's (and not a blur that merely looks closer to src),
     does it keep dst's pose and expression, does it shake or flicker, is it as sharp as the
@@ -48,7 +54,8 @@ def eval_cmd(
     st = state()
     inputs = run.EvalInputs(result=result, src=src, dst=dst, out=out_json, report=report_html)
     opts = run.EvalOptions(identity_every=identity_every, max_frames=max_frames,
-                           gallery=gallery, src_faces=identity_faces, dst_faces=identity_faces)
+                           gallery=gallery, src_faces=identity_faces, dst_faces=identity_faces,
+                           occluders=occluders)
     ev, used = run.run_eval(st.ws, inputs, opts, st.reporter)
     print_summary(ev.summary)
     out.print(f"  eval.json: {used.out}")

@@ -32,12 +32,14 @@ ROWS: list[tuple[str, str, tuple[str, float] | None]] = [
     ("face_psnr_vs_dst_db", "face PSNR vs dst (dB; truth if same person)", None),
     ("face_ssim_vs_dst", "face SSIM vs dst (truth if same person)", None),
     ("face_found_share", "face still found in result", None),
+    ("occlusion_kept", "occluders kept in front (share of pixels)", (">=", 0.9)),
     ("frames", "frames", None),
     ("train_minutes", "training minutes", None),
     ("train_iteration", "training iteration", None),
     ("model_preset", "model preset", None),
 ]
-WORKSPACE_ROWS = ("train_minutes", "train_iteration", "model_preset")  # shown when known
+#: shown when known (the workspace's facts; the occlusion measure, given --occluders)
+WORKSPACE_ROWS = ("train_minutes", "train_iteration", "model_preset", "occlusion_kept")
 
 
 def verdict(key: str, value: Any) -> str | None:

@@ -50,6 +50,8 @@ class EvalOptions:
     detector: str = "accurate"
     gallery: Path | None = None  # more people: each video / image folder in it is one
     identity: bool = True  # False: skip the descriptors (the slow part)
+    #: occluder regions of some dst frames (`eval/occlusion.py`): measure that they stay
+    occluders: Path | None = None
 
 
 @dataclass
@@ -158,7 +160,25 @@ def evaluate(result: Path, ref: Reference, opts: EvalOptions | None = None,
     sc = scan(result, ref, opts, reporter)
     m = measure(sc, ref, opts.identity_every, reporter)
     inputs = {"dst": str(ref.dst), "result": str(result)}
-    return Evaluation(rows(m), summary(m, sc, ref), inputs, sc.samples)
+    ev = Evaluation(rows(m), summary(m, sc, ref), inputs, sc.samples)
+    if opts.occluders is not None:
+        ev.summary.update(occluders_kept(result, ref, opts.occluders))
+        ev.inputs["occluders"] = str(opts.occluders)
+    return ev
+
+
+def occluders_kept(result: Path, ref: Reference, path: Path) -> dict[str, Any]:
+    """The occlusion measure (`eval/occlusion.py`) of `result` over the frames `path`
+    labels, their polygons placed by the dst faces eval found."""
+    from facelab.eval import occlusion
+
+    first = next(read_frames(ref.dst, 1))
+    faces = {i: (f.points68, f.yaw) for i, f in enumerate(ref.faces) if f is not None}
+    masks = occlusion.occluder_masks(path, first.shape, faces)
+    last = max(masks) + 1
+    found = occlusion.measure(read_frames(ref.dst, last), read_frames(result, last), masks)
+    found.pop("occlusion_per_frame")
+    return found
 
 
 def workspace_facts(ws: Workspace) -> dict[str, Any]:
@@ -246,6 +266,10 @@ def run_eval(ws: Workspace, inp: EvalInputs, opts: EvalOptions | None = None,
     inp = resolve(ws, inp)
     assert inp.result and inp.dst and inp.out and inp.report
     load_frames(inp.result, 1)  # an unreadable result fails before the slow part
+    if opts.occluders is not None:
+        from facelab.eval.occlusion import check
+
+        check(opts.occluders)
     ref = prepare(inp.dst, inp.src, opts, reporter)
     ev = evaluate(inp.result, ref, opts, reporter)
     ev.inputs["src"] = str(inp.src)

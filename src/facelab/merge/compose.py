@@ -6,8 +6,9 @@ and every pixel outside the final mask is copied from the frame unchanged. The s
 clone is compose's own Poisson solve (`_poisson_clone`: OpenCV's result, faster). The order
 follows DeepFaceLab's merger:
 enhance → degrade → colour transfer / histogram match in crop space; warp to the frame;
-mask (parts multiplied, then eroded and blurred relative to the face size); seamless clone;
-composite through the soft mask; colour degrade of the face region.
+mask (parts multiplied: learned, the hulls, the segmenter's masks; then eroded and blurred
+relative to the face size); seamless clone; composite through the soft mask; colour degrade
+of the face region.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from facelab.merge.color import transfer
 from facelab.merge.degrade import bicubic_degrade, color_degrade
 from facelab.merge.histmatch import hist_match
 from facelab.merge.options import MergeOptions
+from facelab.segment.infer import rescaled
 
 Mesher = Callable[[np.ndarray], np.ndarray | None]  # face crop u8 → N×2 crop points
 Enhance = Callable[[np.ndarray, tuple[int, int]], np.ndarray]  # face, (w, h) → larger face
@@ -36,6 +38,11 @@ class Placed:
     predicted: np.ndarray  # R×R×3 float32 BGR [0, 1]
     learned_mask: np.ndarray | None  # R×R float32 [0, 1]
     dst_crop: np.ndarray  # R×R×3 float32 BGR [0, 1], the face the model saw
+    #: the segmenter's masks (S×S float32 [0, 1], S its side) of the dst face (crop of
+    #: `frame_to_crop` rescaled to S, `segment/infer.py`) and of the predicted face; set
+    #: by the worker where the mask mode has seg-dst / seg-prd
+    seg_dst: np.ndarray | None = None
+    seg_prd: np.ndarray | None = None
 
 
 def scaled(frame_to_crop: np.ndarray, res: int, face_scale: int) -> np.ndarray:
@@ -331,6 +338,12 @@ def frame_mask(p: Placed, opts: MergeOptions, face: np.ndarray, out_mat: np.ndar
         mask *= warp_to_frame(prd, upscaled(face_mat, up), size, cubic=False)
     if "dst" in parts:
         mask *= hull_mask(np.asarray(p.landmarks) - [x0, y0], size)
+    for part, seg, mat in (("seg-dst", p.seg_dst, to_roi(p.frame_to_crop, x0, y0)),
+                           ("seg-prd", p.seg_prd, face_mat)):
+        if part in parts:  # each on its own face: dst's crop, the predicted face's place
+            if seg is None:
+                raise ValueError(f"the {part} mask was not computed for this face")
+            mask *= warp_to_frame(seg, rescaled(mat, res, seg.shape[0]), size, cubic=False)
     # nothing beyond the warped crop's own area, whatever the parts say
     mask *= area > 0.999
     mask[mask < 1 / 255] = 0

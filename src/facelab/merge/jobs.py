@@ -45,6 +45,7 @@ class FaceJob:
     yaw: float
     pitch: float
     mesh: np.ndarray | None = None  # N×3 frame px (depth in frame px), when asked for
+    track: int = -1  # the face's track (`smooth.build_tracks`): whose masks it is smoothed with
 
 
 def dst_frames(ws: Workspace) -> list[Path]:
@@ -158,8 +159,9 @@ def face_jobs(frames: list[Path], by_frame: dict[str, list[FaceMeta]],
     index = {p.name: i for i, p in enumerate(frames)}
     smoothed: dict[tuple[int, int], np.ndarray] = {}
     steady: dict[tuple[int, int], np.ndarray] = {}
+    refs = face_refs(frames, by_frame)
+    tracks = {f.key: i for i, t in enumerate(build_tracks(refs)) for f in t.faces}
     if smooth:
-        refs = face_refs(frames, by_frame)
         smoothed = smooth_landmarks(refs, smooth, fps)
         if meshes:
             steady = smooth_meshes(refs, by_frame, frames, smooth, fps)
@@ -173,5 +175,6 @@ def face_jobs(frames: list[Path], by_frame: dict[str, list[FaceMeta]],
             lm = smoothed.get((index[name], m.face_index))
             key = (index[name], m.face_index)
             mesh = _frame_mesh(m, raw, lm, steady.get(key)) if meshes else None
-            out.append(FaceJob(raw if lm is None else lm, float(m.yaw), float(m.pitch), mesh))
+            out.append(FaceJob(raw if lm is None else lm, float(m.yaw), float(m.pitch), mesh,
+                               tracks.get(key, -1)))
     return jobs

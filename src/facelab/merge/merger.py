@@ -6,6 +6,9 @@ over a process pool (each worker loads the model once, one thread each); frames 
 streamed in chunks of a few whose faces are predicted as one batch, a few chunks in flight
 per worker. A family whose `ModelInfo.needs_mesh` (meshswap) also gets each dst face's
 FaceMesh mesh, in its crop's pixels, and pose; for the others no per-face work is added.
+A mask mode with the face segmenter (seg-dst, seg-prd) has each worker load its networks
+once; seg-dst's work items also read the frames around them, whose masks theirs are
+smoothed with (`merge/segmasks.py`), so a segment merged alone makes the same frames.
 
 A rerun skips the frames already made with the same model and options and makes the others
 again, whatever the last run was killed in (`merge/resume.py` records each frame's
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,7 @@ from facelab.merge.options import MergeOptions
 from facelab.merge.predictor import ModelInfo, model_info
 from facelab.merge.ranges import Range, load_ranges, options_for
 from facelab.merge.resume import SAVE_EVERY_S, MergeRecord, frame_done
+from facelab.merge.segmasks import segmenter_ids, segmenter_paths
 from facelab.merge.stream import (
     VideoOutput,
     check_streamable,
@@ -52,11 +57,14 @@ from facelab.merge.video_out import SEGMENTS_DIR, segment_path
 from facelab.merge.worker import BATCH_FRAMES, Item, Setup, init, work
 from facelab.progress import Reporter
 from facelab.provenance.mark import Mark
+from facelab.segment.infer import WINDOW
 from facelab.tuning import Layout, layout_for, run_measured
 from facelab.video.source import MIN_CHUNK, FolderFrames, VideoSource, open_frames
 from facelab.workspace import Workspace
 
 DEBUG_DIR = "merged_debug"  # in data_dst/: dst | prediction | mask | result per face
+#: frames per work item when seg-dst smooths (each also reads 2 × WINDOW context frames)
+SEG_CHUNK = 16
 
 
 @dataclass
@@ -105,8 +113,12 @@ def _sync(paths: list[Path]) -> None:
 # ── the driver ──────────────────────────────────────────────────────────────────────────
 
 
-def _settings(info: ModelInfo, opts: MergeOptions, precision: str) -> dict[str, Any]:
-    return {"model_id": info.model_id, "options": opts.to_json(), "precision": precision}
+def _settings(info: ModelInfo, opts: MergeOptions, precision: str,
+              segmenters: dict[str, str] | None = None) -> dict[str, Any]:
+    out = {"model_id": info.model_id, "options": opts.to_json(), "precision": precision}
+    if segmenters and opts.seg_parts:
+        out["segmenters"] = segmenters
+    return out
 
 
 def merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter,
@@ -160,6 +172,8 @@ def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporte
     if to_video:
         for o in set(own.values()):
             check_streamable(o, frames_spec, video)
+    every = [opts, *own.values()]  # a missing segmenter is refused before any work
+    segmenters = segmenter_paths(ws, every) if any(o.seg_parts for o in every) else {}
     smooths = {o.smooth for o in own.values()} | {opts.smooth}  # each smoothed as a whole
     jobs_by = {s: face_jobs(frames, by_frame, s, dst_fps(ws), meshes=info.needs_mesh)
                for s in smooths}
@@ -179,7 +193,8 @@ def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporte
         if d is not None:
             d.mkdir(parents=True, exist_ok=True)
     precision = choose_precision(precision, resolve_device(device))[0]
-    settings = _settings(info, opts, precision)
+    seg_ids = segmenter_ids(segmenters)  # another network (a `mask train`) remakes the frames
+    settings = _settings(info, opts, precision, seg_ids)
     stream = plan_stream(ws, source, frames, video) if to_video else None
     if stream is not None:
         settings["video"] = stream.spec.to_json()
@@ -187,17 +202,20 @@ def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporte
     report = MergeReport(frames=len(frames), model_id=info.model_id, out_dir=out_dir,
                          ranged=len(own))
     # what each frame (or segment) is recorded with: the run's settings, or its own
-    theirs = {name: _settings(info, o, precision) for name, o in own.items()}
+    theirs = {name: _settings(info, o, precision, seg_ids) for name, o in own.items()}
     report.frames_without_face = sum(1 for p in frames if not jobs.get(p.name))
+    # seg-dst smoothed over time: each item also reads the frames around it
+    window = WINDOW if any("seg-dst" in o.seg_parts and o.smooth for o in every) else 0
+    around = _Context([p.name for p in frames], faces_of, ws.frames_dir("dst"), window)
     if stream is None:
         todo = [p for p in frames if force or not (
             made.current(p.stem, theirs.get(p.name))
             and frame_done(p, out_dir, mask_dir, debug_dir))]
-        runs = source.chunks([p.name for p in todo],
-                             BATCH_FRAMES if isinstance(source, FolderFrames) else MIN_CHUNK)
+        runs = source.chunks([p.name for p in todo], SEG_CHUNK if window else (
+            BATCH_FRAMES if isinstance(source, FolderFrames) else MIN_CHUNK))
         folder = ws.frames_dir("dst")
         items = [Item([(folder / n, faces_of(n)) for n in run], None,
-                      _item_options(run, own, opts)) for run in runs]
+                      _item_options(run, own, opts), *around.of(run)) for run in runs]
         keys = [[Path(n).stem for n in run] for run in runs]
         recorded = {Path(n).stem: s for n, s in theirs.items()}
     else:
@@ -207,14 +225,15 @@ def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporte
             made.current(name, recorded.get(name)) and segment_path(out_dir, name).is_file()
             and (debug_dir is None or all(frame_done_debug(debug_dir, n) for n in run)))]
         items = [Item([(out_dir.parent / n, faces_of(n)) for n in run], name,
-                      _item_options(run, own, opts)) for name, run in todo_segments]
+                      _item_options(run, own, opts), *around.of(run))
+                 for name, run in todo_segments]
         keys = [[name] for name, _ in todo_segments]
     made.forget([k for ks in keys for k in ks])  # until remade, none of them counts as done
     made.save()
     report.skipped = len(frames) - sum(len(it.frames) for it in items)
     setup = Setup(ws.model_dir, model_name, device, opts, out_dir, mask_dir, debug_dir,
                   Mark.synthetic(info.model_id), precision, source,
-                  stream.spec if stream else None)
+                  stream.spec if stream else None, segmenters)
     _run(items, keys, setup, made, report, reporter, workers, device, info, recorded)
     if stream is not None:
         report.output, report.joined = finish_stream(ws, stream, out_dir, setup.mark,
@@ -242,6 +261,8 @@ def _run(items: list[Item], keys: list[list[str]], setup: Setup, made: MergeReco
     key = {"family": info.family, "resolution": info.resolution, "precision": setup.precision,
            "face_type": info.face_type.value, "mesh": "prd" in setup.options.mask_parts,
            "enhance": setup.options.super_resolution, "to_video": setup.video is not None}
+    if setup.options.seg_parts:  # the segmenter's cost (other merges keep their layouts)
+        key["seg"] = "*".join(setup.options.seg_parts)
     with reporter.task("Merging dst frames", total) as task:
         try:
             results = run_measured(items, work, start, "merge", key, layout=layout,
@@ -261,6 +282,27 @@ def _run(items: list[Item], keys: list[list[str]], setup: Setup, made: MergeReco
                 made.save()
             raise
         made.save()
+
+
+class _Context:
+    """Per work item, its frames' positions in the clip and the frames within `window`
+    positions of them that it does not hold (what seg-dst's masks are smoothed with)."""
+
+    def __init__(self, names: list[str], faces_of: Callable[[str], list[FaceJob]],
+                 folder: Path, window: int) -> None:
+        self.names, self.faces_of, self.folder, self.window = names, faces_of, folder, window
+        self.index = {n: i for i, n in enumerate(names)}
+
+    def of(self, run: list[str]) -> tuple[list[int] | None, list[tuple[int, Path,
+                                                                       list[FaceJob]]]]:
+        if not self.window:
+            return None, []
+        positions = [self.index[n] for n in run]
+        held = set(positions)
+        near = sorted({q for p in positions for q in range(p - self.window, p + self.window + 1)
+                       if 0 <= q < len(self.names)} - held)
+        return positions, [(q, self.folder / self.names[q], self.faces_of(self.names[q]))
+                           for q in near]
 
 
 def _frame_options(frames: list[Path], opts: MergeOptions, ranges: list[Range],

@@ -16,7 +16,12 @@ from facelab.options import validate as check_options
 
 MODES = ("auto", "overlay", "hist-match", "hist-match-bw", "seamless", "seamless-hist-match",
          "raw")
-MASK_MODES = ("learned", "dst", "prd", "learned*dst", "prd*dst", "learned*prd*dst")
+#: DeepFaceLab's FAN / XSeg list in facelab's names: `seg-*` is the face segmenter
+#: (`facelab.segment`) on the predicted (prd) or the dst face
+MASK_MODES = ("learned", "dst", "prd", "learned*dst", "prd*dst", "learned*prd*dst",
+              "seg-prd", "seg-dst", "seg-prd*seg-dst", "learned*seg-prd", "learned*seg-dst",
+              "learned*seg-prd*seg-dst", "seg-dst*dst", "learned*seg-dst*dst")
+SEG_PARTS = ("seg-prd", "seg-dst")
 COLORS = ("none", "rct", "lct", "mkl", "idt", "sot")
 
 
@@ -41,9 +46,14 @@ class MergeOptions:
     mask: str = option(  # learned alone lets the model's blur in; dst clips it
         "learned*dst", choices=MASK_MODES,
         help="Which mask cuts the face out: learned (the model's), dst (hull of dst's "
-        "landmarks), prd (hull of a face mesh fitted to the predicted face: no packaged face "
-        "segmenter exists, so hands or hair in front of the face are not cut out), or a "
-        "product of them.")
+        "landmarks), prd (hull of a face mesh fitted to the predicted face), seg-dst (the "
+        "face segmenter on the dst face: a hand, hair or glasses frame in front of dst's "
+        "face stays in front; smoothed over neighbouring frames unless --smooth 0), seg-prd "
+        "(the segmenter on the predicted face: cuts what the model drew badly), or a "
+        "product of them (never more than any of its parts): seg-prd*seg-dst, "
+        "learned*seg-prd, learned*seg-dst, learned*seg-prd*seg-dst, seg-dst*dst, "
+        "learned*seg-dst*dst. The segmenter is the side's own (`facelab mask train`) or the "
+        "shipped generic one.")
     masked_hist_match: bool = option(
         True, help="Histogram matching uses only the pixels inside the mask.")
     hist_threshold: int = option(
@@ -89,6 +99,11 @@ class MergeOptions:
     @property
     def mask_parts(self) -> tuple[str, ...]:
         return tuple(self.mask.split("*"))
+
+    @property
+    def seg_parts(self) -> tuple[str, ...]:
+        """The segmenter parts of the mask (seg-prd, seg-dst), in the mask's order."""
+        return tuple(p for p in self.mask_parts if p in SEG_PARTS)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,7 +19,9 @@ workers run as many threads as `threads` (the default: all cores, a one-process 
 the default of a short clip): another thread count can round the model's output in its last
 float bit, which moves a pixel by one grey level at most, rarely. A merge of part of the
 clip (`--frames`) smooths over those frames only, so with smoothing on it can differ from
-the preview, which shows what a whole-clip merge makes.
+the preview, which shows what a whole-clip merge makes. The segmenter's masks (seg-dst,
+seg-prd) are made for the frame shown (seg-dst's with its neighbours', as the merge smooths
+them), in another batch than the merge's: within a float rounding of its masks.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from facelab.merge.jobs import FaceJob, dst_faces, dst_fps, dst_frames, face_job
 from facelab.merge.merger import _check_face_type, _check_meshes
 from facelab.merge.options import MergeOptions
 from facelab.merge.predictor import load_predictor, model_info
+from facelab.merge.segmasks import SEG_SIDES, add_segments, frame_masks, segmenter_paths
 from facelab.merge.stream import segment_length
 from facelab.merge.worker import (
     BATCH_FRAMES,
@@ -148,6 +151,8 @@ class Previewer:
         with self._lock:
             name = self.name_of(frame)
             placed = self._placed_faces(name, opts.smooth)
+            if opts.seg_parts:
+                self._add_segments(name, placed, opts)
             out, alpha, _ = compose_frame(self._frame(name), placed, opts, *self._tools(opts))
             return marked_image(Path(name).stem, out, alpha, self.mark, opts)[0]
 
@@ -182,6 +187,28 @@ class Previewer:
                                  images)
         finally:
             torch.set_num_threads(before)
+
+    def _add_segments(self, name: str, placed: list[Placed], opts: MergeOptions) -> None:
+        """The segmenter's masks `opts` asks for, as the merge makes them (seg-dst's
+        smoothed with the neighbouring frames'), kept with the prediction."""
+        from facelab.segment.infer import WINDOW
+        from facelab.segment.shipped import load
+
+        paths = segmenter_paths(self.ws, [opts])
+        nets = {part: load(paths[SEG_SIDES[part]])[0] for part in opts.seg_parts}
+        if "seg-dst" in nets and any(p.seg_dst is None for p in placed):
+            pos, w = self._index[name], WINDOW if opts.smooth else 0
+            near = self.names[max(0, pos - w):pos + w + 1]
+            missing = [n for n in near if n not in self._frames]
+            for n, image in self.source.frames(missing):
+                self._frames.get_or(n, lambda image=image: image)
+            jobs = self._face_jobs(opts.smooth)
+            frames = [(self._index[n], jobs.get(n, []), self._frame(n)) for n in near]
+            masks = frame_masks(nets["seg-dst"], frames, pos, bool(opts.smooth),
+                                self.predictor.resolution, self.info.face_type)
+            for p, mask in zip(placed, masks, strict=True):
+                p.seg_dst = mask
+        add_segments(placed, self._frame(name), opts, nets)  # seg-prd
 
     def _tools(self, opts: MergeOptions) -> tuple[Mesher | None, Enhance | None]:
         """The `prd` mask's mesher and the enhancer `opts` ask for, loaded once."""

@@ -9,27 +9,34 @@ complete. The driver (`merge/merger.py`) only records and fsyncs what came back.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
+from facelab.device import resolve_device
 from facelab.faces.facetype import face_transform, transform_points
 from facelab.fsutil import naming, temp_sibling
 from facelab.merge.compose import Enhance, Mesher, Placed, merge_face
 from facelab.merge.jobs import FaceJob
 from facelab.merge.options import MergeOptions
 from facelab.merge.predictor import Predictor, load_predictor
+from facelab.merge.segmasks import SEG_SIDES, FrameReader
 from facelab.merge.video_out import SegmentWriter, VideoSpec, segment_path
 from facelab.provenance.mark import Mark
 from facelab.provenance.png import encode_png
 from facelab.provenance.watermark import mark_frame
+from facelab.segment import infer
 from facelab.video.frames import read_image
 from facelab.video.source import FrameSource
+
+if TYPE_CHECKING:
+    from facelab.segment.network import SegNet
 
 BATCH_FRAMES = 4  # frames whose faces are predicted as one batch
 _W: dict[str, Any] = {}
@@ -48,6 +55,9 @@ class Setup:
     precision: str = "fp32"  # the prediction's, resolved (never "auto")
     source: FrameSource | None = None  # dst's frames (None: read each path as an image)
     video: VideoSpec | None = None  # set: each item is one segment of the result video
+    #: the segmenters the mask mode uses, by side (dst: seg-dst, src: seg-prd), as
+    #: `segment.shipped.load` paths (the driver picks the person's own or the generic one)
+    segmenters: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,10 @@ class Item:
     #: each frame's options where frame ranges give some their own (`merge/ranges.py`);
     #: None: the setup's for all
     options: list[MergeOptions] | None = None
+    #: the frames' positions in the clip (None: consecutive), and the frames around them
+    #: (position, path, faces) whose seg-dst masks the frames' own are smoothed with
+    positions: list[int] | None = None
+    context: list[tuple[int, Path, list[FaceJob]]] = field(default_factory=list)
 
 
 def init(setup: Setup, threads: int = 1) -> None:
@@ -74,6 +88,7 @@ def init(setup: Setup, threads: int = 1) -> None:
                                      setup.precision)
     _W["mesher"] = None
     _W["enhancers"] = {}
+    _W["segmenters"] = {}
     _tools(setup.options)
 
 
@@ -95,9 +110,25 @@ def _tools(opts: MergeOptions) -> tuple[Mesher | None, Enhance | None]:
     return mesher, enhance
 
 
+def segmenter(part: str) -> SegNet:
+    """The network of mask part `part` (seg-dst or seg-prd), loaded once per process."""
+    from facelab.segment.shipped import load
+
+    side = SEG_SIDES[part]
+    nets = _W["segmenters"]
+    if side not in nets:
+        net = load(_W["setup"].segmenters[side])[0]
+        device = resolve_device(_W["setup"].device)
+        if device.type != "cpu":  # a copy: the cached network stays where others use it
+            net = copy.deepcopy(net).to(device)
+        nets[side] = net
+    return nets[side]
+
+
 def make_mesher() -> Mesher:
-    """The `prd` mask's source: FaceMesh on the predicted face (no packaged face parser
-    exists; see docs/MERGE.md). Returns crop points or None."""
+    """The `prd` mask's source: FaceMesh on the predicted face, its outline (the
+    segmenter's mask of it, which also cuts out occluders, is `seg-prd`). Returns crop
+    points or None."""
     from facelab.faces.landmarks import MeshLandmarker
 
     mesh = MeshLandmarker()
@@ -116,7 +147,9 @@ def work(item: Item) -> list[tuple[int, list[Path]]]:
     segment's file is reported with the last frame.
 
     All of a batch's faces go through the model at once: on CPU a batch of 4 costs about
-    17 % less per face than one at a time (docs/BENCHMARKS.md, Merge)."""
+    17 % less per face than one at a time (docs/BENCHMARKS.md, Merge). With seg-dst the dst
+    faces are segmented as they are read (the item's context frames too, a few frames
+    ahead of the batch: `infer.WINDOW`), each batch's masks smoothed over their track."""
     setup: Setup = _W["setup"]
     writer = None
     if item.segment is not None:
@@ -124,12 +157,20 @@ def work(item: Item) -> list[tuple[int, list[Path]]]:
         writer = SegmentWriter(segment_path(setup.out_dir, item.segment), setup.video)
     results: list[tuple[int, list[Path]]] = []
     try:
-        frames = _frames(setup, [p for p, _ in item.frames])
         options = item.options or [setup.options] * len(item.frames)
+        predictor: Predictor = _W["predictor"]
+        dst_net = segmenter("seg-dst") if any("seg-dst" in o.seg_parts
+                                              for o in options) else None
+        frames = FrameReader(item.frames, item.positions or list(range(len(item.frames))),
+                             item.context, options, lambda paths: _frames(setup, paths),
+                             dst_net, predictor.resolution, predictor.info.face_type)
+        prd_net = segmenter("seg-prd") if any("seg-prd" in o.seg_parts
+                                              for o in options) else None
         for i in range(0, len(item.frames), BATCH_FRAMES):
             batch = item.frames[i:i + BATCH_FRAMES]
-            images = [next(frames) for _ in batch]
-            for (path, _), placed, frame, opts in zip(batch, _predict(batch, images), images,
+            images, seg_dst = frames.batch(i, len(batch))
+            placed_all = _predict(batch, images, seg_dst, prd_net)
+            for (path, _), placed, frame, opts in zip(batch, placed_all, images,
                                                       options[i:i + BATCH_FRAMES], strict=True):
                 if writer is None:
                     results.append(_merge_frame(path.stem, frame, placed, setup, opts))
@@ -159,15 +200,19 @@ def _frames(setup: Setup, paths: list[Path]) -> Iterator[np.ndarray]:
     return (image for _, image in setup.source.frames([p.name for p in paths]))
 
 
-def _predict(batch: list[tuple[Path, list[FaceJob]]], images: list[np.ndarray]
+def _predict(batch: list[tuple[Path, list[FaceJob]]], images: list[np.ndarray],
+             seg_dst: list[list[np.ndarray]] | None, prd_net: SegNet | None
              ) -> list[list[Placed]]:
-    return predict_faces(_W["predictor"], batch, images)
+    return predict_faces(_W["predictor"], batch, images, seg_dst, prd_net)
 
 
 def predict_faces(predictor: Predictor, batch: list[tuple[Path, list[FaceJob]]],
-                  images: list[np.ndarray]) -> list[list[Placed]]:
+                  images: list[np.ndarray], seg_dst: list[list[np.ndarray]] | None = None,
+                  prd_net: SegNet | None = None) -> list[list[Placed]]:
     """Crop every face of the batch, predict them as one batch; per frame its placed
-    faces. (The preview, `merge/preview.py`, predicts through this too.)"""
+    faces, with `seg_dst` (per frame, per face) and, given `prd_net`, the segmenter's
+    masks of the predicted faces (one batch). (The preview, `merge/preview.py`, predicts
+    through this too.)"""
     res = predictor.resolution
     face_type = predictor.info.face_type
     mats, crops = [], []
@@ -185,13 +230,18 @@ def predict_faces(predictor: Predictor, batch: list[tuple[Path, list[FaceJob]]],
             predicted, learned = predictor.predict(crops_f, meshes, poses)
         else:
             predicted, learned = predictor.predict(crops_f)
+    seg_prd = None
+    if prd_net is not None and predicted is not None:
+        seg_prd = infer.decided(infer.masks(prd_net, [infer.as_uint8(f) for f in predicted]))
     placed_all, k = [], 0
-    for (_, faces), frame_mats in zip(batch, mats, strict=True):
+    for fi, ((_, faces), frame_mats) in enumerate(zip(batch, mats, strict=True)):
         placed = []
-        for f, m in zip(faces, frame_mats, strict=True):
+        for j, (f, m) in enumerate(zip(faces, frame_mats, strict=True)):
             assert predicted is not None
             placed.append(Placed(m, f.landmarks, predicted[k],
-                                 None if learned is None else learned[k], crops_f[k]))
+                                 None if learned is None else learned[k], crops_f[k],
+                                 None if seg_dst is None else seg_dst[fi][j],
+                                 None if seg_prd is None else seg_prd[k]))
             k += 1
         placed_all.append(placed)
     return placed_all
