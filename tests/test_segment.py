@@ -164,6 +164,26 @@ def test_clear_lenses_are_face_and_the_frames_are_not() -> None:
     assert seen == {True, False}  # both sunglasses and clear lenses occur
 
 
+def test_hands_mostly_take_the_faces_own_skin_and_lie_with_a_contact_shadow() -> None:
+    """The hard case of real footage: a hand of the face's own tone and light, its fingers
+    on the face, a thin shadow along their edge (segment/hands.py)."""
+    import cv2
+
+    image, label, lm = drawn_face()
+    skin = np.array([120, 150, 200])
+    own, shadowed = 0, 0
+    for seed in range(12):
+        occ = occlude(image, label, lm, np.random.default_rng(seed), kinds=["fingers"])
+        covered = (occ.occluder > 0.95) & (label > 0.5)
+        assert covered.sum() > 20, seed  # the fingers lie on the face
+        own += np.abs(np.median(occ.image[covered], 0) - skin).max() < 20
+        ring = (cv2.dilate((occ.occluder > 0.05).astype(np.uint8), np.ones((3, 3))) > 0) \
+            & (occ.occluder < 0.01) & (label > 0.5)
+        shadowed += occ.image[ring].mean() < image[ring].mean() - 2
+    assert own >= 6  # mostly the face's skin and light
+    assert shadowed >= 10
+
+
 def test_unknown_occluder_kind_is_refused() -> None:
     image, label, lm = drawn_face()
     with pytest.raises(ValueError, match="unknown occluder"):

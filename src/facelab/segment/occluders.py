@@ -1,20 +1,21 @@
 """Synthetic occluders pasted on aligned faces, their coverage subtracted from the label.
 
 No face-parsing data set is reachable here, so the segmenter learns what is not face from
-drawn occluders: hands (with a wrist or forearm), bare or sleeved arms, hair locks and
-strands, glasses frames, phones, microphones and cups, in front of real faces. Each kind is
-a small function registered by name (faceswap's plugin idea), so a training recipe or an
-ablation switches kinds on and off by name:
+drawn occluders: hands and fingers lying on the face (segment/hands.py), bare or sleeved
+arms, hair locks and strands, glasses frames, phones, microphones and cups, in front of
+real faces. Each kind is a small function registered by name (faceswap's plugin idea), so
+a training recipe or an ablation switches kinds on and off by name:
 
     @register("cup")
     def cup(rng, scene) -> Layer: ...
 
 A kind draws a `Layer`: a colour image and its coverage (alpha) at the crop's size, placed
-from the face's 68 landmarks (`Scene`) so it lies over the face; half the hands and bare
-arms take the face's own skin tone, so colour alone never tells face from hand. `occlude`
-pastes layers with what makes them look real (anti-aliased polygons, a slight edge blur, a
-soft cast shadow on the face, shading gradients and texture noise, brightness matched to
-the face's) and returns the image, the total occluder alpha and the label × (1 − alpha).
+from the face's 68 landmarks (`Scene`) so it lies over the face; most hands take the
+face's own skin and light, half the bare arms its tone, so colour alone never tells face
+from hand. `occlude` pastes layers with what makes them look real (anti-aliased polygons, a
+slight edge blur, a soft cast shadow or a thin contact shadow on the face, shading gradients
+and texture noise, brightness matched to the face's) and returns the image, the total
+occluder alpha and the label × (1 − alpha).
 Everything comes from the `numpy.random.Generator` it is given: one seed, one result.
 
 Glasses: the frames (and the temples) are occluders; clear lenses are not: the eyes behind
@@ -63,6 +64,8 @@ class Layer:
     colour: np.ndarray
     alpha: np.ndarray
     veil: tuple[np.ndarray, np.ndarray] | None = None
+    contact: float = 0.0  # a thin shadow along the edge: a body lying on the face
+    lit: bool = False  # colour already in the scene's light (taken from the face)
 
 
 @dataclass
@@ -78,12 +81,15 @@ class Occlusion:
 
 @dataclass(frozen=True)
 class Scene:
-    """What a kind draws against: the crop's side, the face's 68 points in it and the
-    face's own skin tone (BGR), so a hand can match the face it covers (the hard case)."""
+    """What a kind draws against: the crop's side, the face's 68 points in it, the face's
+    own skin tone (BGR) and, when known, the image (float32) and face label, so a hand can
+    match the face it covers in tone and light (the hard case, segment/hands.py)."""
 
     size: int
     lm: np.ndarray
     skin: np.ndarray
+    image: np.ndarray | None = None
+    face: np.ndarray | None = None
 
 
 Occluder = Callable[[Rng, Scene], Layer]
@@ -132,49 +138,6 @@ def _unit(a: float) -> np.ndarray:
 
 
 # --- kinds ------------------------------------------------------------------------------
-
-def _hand_polys(rng: Rng, at: np.ndarray, s: float, a: float, forearm: bool
-                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Palm, four fingers, thumb and a wrist (or forearm) pointing away from the fingers,
-    `a` the fingers' direction; returns (polygons, finger outlines for creases)."""
-    up, side = _unit(a), _unit(a + np.pi / 2)
-    pw, ph = s * rng.uniform(0.7, 0.95), s * rng.uniform(0.75, 1.0)
-    palm = rounded_rect(at, ph, pw, pw * 0.35, a)
-    polys, creases = [palm], []
-    spread = rng.uniform(0.0, 0.12)
-    curl = rng.uniform(0.4, 1.0)  # 1: straight fingers, less: curled (shorter)
-    for k, (off, length) in enumerate(((-0.37, 0.85), (-0.12, 1.0), (0.13, 0.95),
-                                       (0.36, 0.75))):
-        base = at + up * ph * 0.42 + side * pw * off
-        fa = a + (k - 1.5) * spread
-        tip = base + _unit(fa) * s * length * rng.uniform(0.55, 0.75) * curl
-        r = pw * rng.uniform(0.10, 0.13)
-        finger = capsule(base, tip, r, r * 0.85)
-        polys.append(finger)
-        creases.append(finger)
-    thumb_base = at + side * pw * 0.45 * rng.choice([-1, 1]) - up * ph * 0.1
-    ta = a + np.sign((thumb_base - at) @ side) * rng.uniform(0.5, 1.1)
-    polys.append(capsule(thumb_base, thumb_base + _unit(ta) * s * 0.6, pw * 0.15, pw * 0.11))
-    wrist_len = s * (3.0 if forearm else rng.uniform(0.5, 1.0))
-    polys.append(capsule(at, at - up * wrist_len, pw * 0.4, pw * (0.55 if forearm else 0.42)))
-    return polys, creases
-
-
-@register("hand")
-def hand(rng: Rng, scene: Scene) -> Layer:
-    """A hand over the mouth, chin, cheek, nose or an eye, fingers up or sideways."""
-    size, lm = scene.size, scene.lm
-    s, roll = _geometry(lm)
-    at = lm[rng.choice([57, 62, 8, 3, 13, 30, 33, 38, 44])] + rng.normal(0, 0.12 * s, 2)
-    a = roll - np.pi / 2 + rng.uniform(-1.7, 1.7)  # fingers up or sideways
-    polys, creases = _hand_polys(rng, at, s, a, forearm=rng.random() < 0.5)
-    alpha = soften(fill(size, polys), rng)
-    colour = surface(rng, size, _skin(rng, scene), grain=3.0)
-    crease = cv2.GaussianBlur(lines(size, [np.vstack([c, c[:1]]) for c in creases], 1.0),
-                              (0, 0), 0.6)
-    colour *= (1 - rng.uniform(0.15, 0.35) * crease)[..., None]
-    return Layer(colour * rounded(alpha, size, rng.uniform(0.1, 0.4)), alpha)
-
 
 @register("arm")
 def arm(rng: Rng, scene: Scene) -> Layer:
@@ -348,8 +311,11 @@ def paste(image: np.ndarray, layer: Layer, rng: Rng, shadow: bool = True) -> np.
         cast = cv2.warpAffine(layer.alpha, mat, (size, size))
         cast = cv2.GaussianBlur(cast, (0, 0), rng.uniform(0.02, 0.06) * size)
         out = out * (1 - rng.uniform(0.15, 0.5) * cast)[..., None]
+    if layer.contact:
+        halo = cv2.GaussianBlur(layer.alpha, (0, 0), 0.012 * size)
+        out = out * (1 - layer.contact * halo)[..., None]
     scene = float(image.mean()) / 128
-    colour = layer.colour * (0.55 + 0.45 * min(scene, 1.5))
+    colour = layer.colour if layer.lit else layer.colour * (0.55 + 0.45 * min(scene, 1.5))
     a = layer.alpha[..., None]
     out = out * (1 - a) + colour * a
     if layer.veil is not None:
@@ -372,7 +338,7 @@ def occlude(image: np.ndarray, label: np.ndarray, landmarks: np.ndarray, rng: Rn
     clear = np.ones((size, size), np.float32)  # where nothing covers the face
     inside = np.asarray(label) > 0.5
     skin = np.median(image[inside], axis=0) if inside.any() else np.median(image, axis=(0, 1))
-    scene = Scene(size, lm, np.asarray(skin, np.float32))
+    scene = Scene(size, lm, np.asarray(skin, np.float32), out, np.asarray(label, np.float32))
     chosen = tuple(names[int(rng.integers(len(names)))] for _ in range(count))
     for name in chosen:
         layer = OCCLUDERS[name](rng, scene)
@@ -381,3 +347,6 @@ def occlude(image: np.ndarray, label: np.ndarray, landmarks: np.ndarray, rng: Rn
     occluder = 1 - clear
     return Occlusion(out.round().clip(0, 255).astype(np.uint8), occluder,
                      (np.asarray(label, np.float32) * clear).astype(np.float32), chosen)
+
+
+from facelab.segment import hands  # noqa: E402, F401  (registers "hand" and "fingers")
