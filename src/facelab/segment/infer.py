@@ -55,7 +55,7 @@ def masks(net: SegNet, faces: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         return np.zeros((0, net.resolution, net.resolution), np.float32)
     net.eval()
     device = next(net.parameters()).device
-    x = to_input(np.stack([np.asarray(f) for f in faces]), net.resolution).to(device)
+    x = to_input([np.asarray(f) for f in faces], net.resolution).to(device)
     with torch.inference_mode():
         return torch.sigmoid(net(x))[:, 0].float().cpu().numpy()
 

@@ -15,6 +15,7 @@ recipe, measured quality): loading runs no pickled code and checks every tensor'
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +125,9 @@ def load_segmenter(path: Path | str) -> tuple[SegNet, dict[str, Any]]:
     return net.eval(), card
 
 
-def to_input(faces: np.ndarray, resolution: int) -> torch.Tensor:
-    """N×H×W×3 uint8 BGR faces → N×3×R×R float32 in [0, 1] (area-resized when larger)."""
+def to_input(faces: np.ndarray | Sequence[np.ndarray], resolution: int) -> torch.Tensor:
+    """N uint8 BGR faces (H×W×3, sizes may differ) → N×3×R×R float32 in [0, 1]
+    (area-resized when larger)."""
     out = []
     for f in faces:
         if f.shape[:2] != (resolution, resolution):

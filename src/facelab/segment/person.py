@@ -27,7 +27,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
 from facelab import locks
 from facelab.errors import FacelabError
@@ -38,9 +37,9 @@ from facelab.faceset.labels import ALIGNED, CONFIRMED, FOLDERS, labelled_faces, 
 from facelab.faceset.polygons import polygon_mask
 from facelab.fsutil import atomic_path, timestamp
 from facelab.progress import NULL, Reporter
-from facelab.segment import shipped
+from facelab.segment import infer, shipped
 from facelab.segment.fit import Batch, run
-from facelab.segment.network import SegNet, save_segmenter, to_input
+from facelab.segment.network import SegNet, save_segmenter
 from facelab.segment.options import MaskTrainOptions
 from facelab.train.warp import draw_augment, jitter_matrix
 from facelab.workspace import Side, Workspace
@@ -145,14 +144,9 @@ def batches(images: np.ndarray, labels: np.ndarray, size: int, seed: int
     return batch
 
 
-@torch.inference_mode()
 def probabilities(net: SegNet, faces: list[np.ndarray]) -> list[np.ndarray]:
     """Each face's mask probability at the network's resolution (faces of any sizes)."""
-    if not faces:
-        return []
-    net.eval()
-    x = torch.cat([to_input(f[None], net.resolution) for f in faces])
-    return list(torch.sigmoid(net(x))[:, 0].numpy())
+    return list(infer.masks(net, faces))
 
 
 def iou(prob: np.ndarray, label: np.ndarray) -> float:
