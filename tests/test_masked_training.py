@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from facelab.faces.faceimage import read_meta, update_meta
-from facelab.train.data import Faceset
+from facelab.train.data import Faceset, SampleOptions, make_loader
 from facelab.train.losses import image_loss
+from facelab.train.models.options import ModelOptions
+from facelab.train.step import side_loss
 from facelab.train.warp import Augment, draw_augment, render
 
 RES = 64
@@ -68,11 +70,12 @@ def test_a_full_mask_changes_nothing(faces: Path) -> None:
     assert set(masked.occlusions) == {0}
     for aug in augments():
         a, b = plain.render(0, aug), masked.render(0, aug)
-        np.testing.assert_array_equal(a.mask, b.mask)
+        np.testing.assert_array_equal(a.mask, b.mask[:1])
+        assert (b.mask[1] == 1).all(), "the pixels to keep: all of them"
         t = lambda s: torch.from_numpy(s[None])  # noqa: E731
         pred = t(a.target) * 0.9 + 0.05
         assert torch.equal(image_loss(pred, t(a.target), t(a.mask)),
-                           image_loss(pred, t(b.target), t(b.mask)))
+                           image_loss(pred, t(b.target), t(b.mask[:1])))
 
 
 def test_occluded_pixels_leave_the_loss(faces: Path) -> None:
@@ -94,8 +97,53 @@ def test_occluded_pixels_leave_the_loss(faces: Path) -> None:
         target = t(a.target)
         wrong = target.clone()
         wrong[..., torch.from_numpy(gone)] = 1 - wrong[..., torch.from_numpy(gone)]
-        with_occluder = image_loss(wrong, target, t(b.mask)) - image_loss(target, target,
-                                                                           t(b.mask))
+        with_occluder = image_loss(wrong, target, t(b.mask[:1])) - image_loss(target, target,
+                                                                           t(b.mask[:1]))
         without = image_loss(wrong, target, t(a.mask)) - image_loss(target, target, t(a.mask))
         assert float(with_occluder.abs()) < 1e-5
         assert float(without) > 0.1
+
+
+def test_occluded_pixels_leave_the_whole_crop_term_too(faces: Path) -> None:
+    """remove_gray_border's loss over the whole crop ignores what the segmenter marked
+    occluded (a hand is not learned as the face's border), and only that."""
+    path = Faceset(faces, RES, "whole-face").paths[1]
+    with_mask(path, occluder(128))
+    masked = Faceset(faces, RES, "whole-face")
+    s = masked.render(1, Augment())
+    keep = s.mask[-1]
+    assert 0 < (keep < 0.01).sum() < keep.size / 2
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a[None]))  # noqa: E731
+    batch = {"src_target": t(s.target), "src_mask": t(s.mask[:1]), "src_keep": t(s.mask[-1:])}
+    mo = ModelOptions(remove_gray_border=True, learn_mask=False)
+    loss = lambda pred: float(side_loss({"src_src": pred}, batch, "src", mo))  # noqa: E731
+    target = batch["src_target"]
+    occluded = torch.from_numpy(keep < 0.01)
+    behind_hand = target.clone()
+    behind_hand[..., occluded] = 1 - behind_hand[..., occluded]
+    assert loss(behind_hand) == pytest.approx(loss(target), abs=1e-6)
+    elsewhere = target.clone()
+    elsewhere[..., :4, :] = 1 - elsewhere[..., :4, :]  # the crop's top rows: hair, border
+    assert loss(elsewhere) > loss(target) + 0.01
+    del batch["src_keep"]  # the same batch without the keep channel: the hand is learned
+    assert loss(behind_hand) > loss(target) + 1e-3
+
+
+def test_batches_carry_the_pixels_to_keep_only_with_masks(faces: Path) -> None:
+    """The loader's batches: a keep channel beside the eyes-and-mouth one when the faceset
+    has segmenter masks (1 on unmasked faces), none without; the masks stay as they were."""
+    options = SampleOptions(eyes_mouth=True, random_warp=False, random_flip=False)
+    plain = next(make_loader(Faceset(faces, RES, "whole-face"), None, 3, options, workers=0))
+    assert "src_keep" not in plain and plain["src_em"].shape == (3, 1, RES, RES)
+    with_mask(Faceset(faces, RES, "whole-face").paths[1], occluder(128))
+    masked_set = Faceset(faces, RES, "whole-face")
+    masked = next(make_loader(masked_set, None, 3, options, workers=0))
+    keep = masked["src_keep"]
+    assert keep.shape == (3, 1, RES, RES)
+    cut = [i for i in range(3) if float((keep[i] < 0.01).float().mean()) > 0.02]
+    assert len(cut) == 1, "one face carries a mask: its band is cut, the others are whole"
+    whole = [i for i in range(3) if i not in cut]
+    assert bool((keep[whole] == 1).all())
+    assert torch.equal(masked["src_mask"][whole], plain["src_mask"][whole])
+    assert torch.equal(masked["src_em"][whole], plain["src_em"][whole])
+    assert bool((masked["src_mask"][cut] <= plain["src_mask"][cut]).all())

@@ -146,6 +146,8 @@ class Faceset:
         face with a segmenter mask has its occluded pixels out of the mask (warp.render)."""
         image, mat, lm = self._load(i)
         occlusion = self.occlusion(i, (image.shape[1], image.shape[0]))
+        if occlusion is None and self.occlusions:  # one batch layout for the whole set
+            occlusion = np.full(image.shape[:2], 255, np.uint8)
         target, warped, mask = render(image, mat, lm, self.resolution, aug, mask_blur,
                                       eyes_mouth, occlusion)
         chw = lambda a: np.ascontiguousarray(a.transpose(2, 0, 1))  # noqa: E731
@@ -230,9 +232,12 @@ class PairStream(IterableDataset):
         inputs, targets, masks = (np.stack([s[k] for s in samples]) for k in (1, 0, 2))
         arrays = [inputs, targets, np.ascontiguousarray(masks[:, :1])]
         names = [side, f"{side}_target", f"{side}_mask"]
-        if masks.shape[1] > 1:
-            arrays.append(np.ascontiguousarray(masks[:, 1:]))
+        if self.options.eyes_mouth:
+            arrays.append(np.ascontiguousarray(masks[:, 1:2]))
             names.append(f"{side}_em")
+        if faces.occlusions:  # the segmenter's pixels to keep (warp.render's last channel)
+            arrays.append(np.ascontiguousarray(masks[:, -1:]))
+            names.append(f"{side}_keep")
         return arrays, names
 
     def _pack(self, arrays: list[np.ndarray], names: list[str]) -> dict[str, torch.Tensor]:
@@ -278,7 +283,8 @@ def _worker_init(_: int) -> None:
 def make_loader(src: Faceset, dst: Faceset | None, batch_size: int, options: SampleOptions,
                 workers: int = 2, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
     """An endless iterator of batches: dict(src, src_target, src_mask[, dst, dst_target,
-    dst_mask]) (plus src_em/dst_em with `eyes_mouth`), float32 BGR CHW in [0, 1], from
+    dst_mask]) (plus src_em/dst_em with `eyes_mouth`, src_keep/dst_keep for a faceset with
+    segmenter masks), float32 BGR CHW in [0, 1], from
     batch number `start` on. Batch i depends only on the seed and i, not on the worker
     count or where the run started (so a resumed run is exact).
 

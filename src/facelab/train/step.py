@@ -98,8 +98,11 @@ def side_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], side
     em = batch.get(f"{side}_em")
     if mo.eyes_mouth_priority and em is not None:
         loss = loss + priority_loss(pred, target, em).mean()
-    if mo.remove_gray_border:
-        loss = loss + GRAY_BORDER_WEIGHT * mse(pred.float(), target.float()).mean()
+    if mo.remove_gray_border:  # the whole crop but what the segmenter marked occluded
+        keep = batch.get(f"{side}_keep")
+        err = mse(pred, target) if keep is None else \
+            ((pred.float() - target.float()).square() * keep).mean(dim=(1, 2, 3))
+        loss = loss + GRAY_BORDER_WEIGHT * err.mean()
     return loss
 
 

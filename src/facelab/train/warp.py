@@ -100,8 +100,9 @@ def render(face: np.ndarray, face_to_crop: np.ndarray, landmarks: np.ndarray, re
     input through the warp grid; the mask is the hull of the jittered landmarks, with the
     eyes-and-mouth mask as a second channel (H×W×2) when `eyes_mouth`. `occlusion` (the
     face's segmenter mask, uint8 at `face`'s size, 0 where a hand or hair covers the face)
-    is cut along with the target and multiplies both channels: the masked losses then
-    leave the occluded pixels out (masked training). Without it nothing changes.
+    is cut along with the target and multiplies both channels, and comes as one more
+    channel (the pixels to keep) for the losses over the whole crop: the losses then leave
+    the occluded pixels out (masked training). Without it nothing changes.
     """
     mat = compose(jitter_matrix(aug, res), face_to_crop)
     target = cv2.warpAffine(face, mat, (res, res), flags=cv2.INTER_CUBIC,
@@ -126,9 +127,9 @@ def render(face: np.ndarray, face_to_crop: np.ndarray, landmarks: np.ndarray, re
     if occlusion is not None:
         occ = cv2.warpAffine(occlusion, mat, (res, res), flags=cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_REPLICATE).astype(np.uint16)
-        if mask.ndim == 3:
-            occ = occ[..., None]
-        mask = ((mask.astype(np.uint16) * occ + 127) // 255).astype(np.uint8)
+        cut = occ[..., None] if mask.ndim == 3 else occ
+        mask = ((mask.astype(np.uint16) * cut + 127) // 255).astype(np.uint8)
+        mask = np.dstack([mask, occ.astype(np.uint8)])
     return target, warped, mask
 
 
