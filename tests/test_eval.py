@@ -90,3 +90,28 @@ def test_missing_or_unreadable_result_is_one_line_exit_2(swapped: Path, tmp_path
     assert_one_line_error(res, "result")
     assert res.rc == 2
     assert not (tmp_path / "eval.json").exists()
+
+
+def test_occluders_kept_end_to_end(swapped: Path, tmp_path: Path):
+    """`eval --occluders`: a region over the mouth of dst's faces (aligned-face polygons,
+    placed through dst's extracted faces) was painted over by the swap, so little of it is
+    dst's own; a region of the background (frame pixels) is all dst's own."""
+    mouth = [[[88, 150], [168, 150], [168, 200], [88, 200]]]  # aligned whole-face, 256 px
+    aligned = {"face_type": "whole-face", "size": 256,
+               "faces": [{"frame": i, "occluders": mouth} for i in range(4)]}
+    corner = {"frames": [{"frame": i, "occluders": [[[2, 2], [40, 2], [40, 30], [2, 30]]]}
+                         for i in range(4)]}
+    kept = {}
+    for name, doc in (("mouth", aligned), ("corner", corner)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(doc))
+        out = tmp_path / f"{name}-eval.json"
+        res = run_facelab("-w", swapped, "eval", "--occluders", path, "--out", out,
+                          "--report", tmp_path / f"{name}.html", "--max-frames", "4",
+                          "--identity-every", "4", "--identity-faces", "4", "-q")
+        assert res.rc == 0, res.err
+        s = json.loads(out.read_text())["summary"]
+        assert s["occlusion_frames"] == 4 and s["occlusion_pixels"] > 4 * 1000
+        kept[name] = s["occlusion_kept"]
+    assert kept["corner"] > 0.98
+    assert kept["mouth"] < 0.5
