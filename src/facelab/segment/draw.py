@@ -84,3 +84,28 @@ def surface(rng: Rng, size: int, colour: np.ndarray, grain: float = 4.0) -> np.n
 def soften(alpha: np.ndarray, rng: Rng, lo: float = 0.3, hi: float = 0.9) -> np.ndarray:
     """A camera's edge: a slight blur of the coverage (defocus, motion, resampling)."""
     return cv2.GaussianBlur(alpha, (0, 0), rng.uniform(lo, hi))
+
+
+def cylinders(size: int, bodies: Sequence[tuple[np.ndarray, np.ndarray, float, float]],
+              light: np.ndarray, strength: float) -> np.ndarray:
+    """Shading (size², 1 = unchanged) of tapered cylinders with round ends (fingers, a
+    thumb, a wrist: `capsule`'s (p0, p1, r0, r1)) lit from the unit 3-vector `light`, each
+    painted over the ones before it. Each body darkens toward its own silhouette and is
+    brighter on the side facing the light, so side-by-side fingers stay apart with a dark
+    seam between them, as real fingers do, where one flat shading of their union would
+    merge them into a blob."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    shade = np.ones((size, size), np.float32)
+    lx, ly, lz = (float(v) for v in light)
+    for p0, p1, r0, r1 in bodies:
+        d = np.asarray(p1, np.float32) - np.asarray(p0, np.float32)
+        n2 = float(d @ d) or 1e-6
+        t = np.clip(((xx - p0[0]) * d[0] + (yy - p0[1]) * d[1]) / n2, 0, 1)
+        vx, vy = xx - (p0[0] + t * d[0]), yy - (p0[1] + t * d[1])
+        r = r0 + (r1 - r0) * t
+        ux, uy = vx / r, vy / r
+        u2 = ux * ux + uy * uy
+        inside = u2 <= 1
+        facing = np.clip(ux * lx + uy * ly + np.sqrt(np.clip(1 - u2, 0, 1)) * lz, 0, 1)
+        shade[inside] = (1 - strength + strength * facing / max(lz, 0.3))[inside]
+    return shade

@@ -16,7 +16,17 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facelab.segment.draw import Rng, capsule, ellipse, fill, lines, rounded_rect, soften, surface
+from facelab.segment.draw import (
+    Rng,
+    capsule,
+    cylinders,
+    ellipse,
+    fill,
+    lines,
+    rounded_rect,
+    soften,
+    surface,
+)
 from facelab.segment.occluders import Layer, Scene, _geometry, _skin, _unit, register, rounded
 
 OWN_SKIN_P = 0.7  # how often a hand takes the skin and light of the face it covers
@@ -47,31 +57,61 @@ def _colour(rng: Rng, scene: Scene) -> tuple[np.ndarray, bool]:
     return surface(rng, scene.size, _skin(rng, scene), grain=3.0), False
 
 
+Body = tuple[np.ndarray, np.ndarray, float, float]  # a capsule: p0, p1, r0, r1
+
+
+def _body(polys: list[np.ndarray], bodies: list[Body], p0: np.ndarray, p1: np.ndarray,
+          r0: float, r1: float) -> np.ndarray:
+    """A capsule added both as a polygon (coverage) and as a body (shading)."""
+    polys.append(capsule(p0, p1, r0, r1))
+    bodies.append((p0, p1, r0, r1))
+    return polys[-1]
+
+
+def _light(rng: Rng, lit: bool) -> tuple[np.ndarray, float]:
+    """A light direction (unit 3-vector, mostly from the camera's side) and how strongly
+    the fingers' roundness shows: milder for a hand already in the face's light."""
+    phi, tilt = rng.uniform(0, 2 * np.pi), rng.uniform(0.1, 0.9)
+    light = np.array([np.cos(phi) * np.sin(tilt), np.sin(phi) * np.sin(tilt), np.cos(tilt)])
+    return light, rng.uniform(0.1, 0.35) if lit else rng.uniform(0.2, 0.5)
+
+
+def _nails(rng: Rng, size: int, colour: np.ndarray,
+           tips: list[tuple[np.ndarray, float, float]]) -> np.ndarray:
+    """Nails at fingertips (tip, direction, radius): a paler, pinker, glossier patch."""
+    nails = [ellipse(tip - _unit(a) * r * 0.65, (r * 0.6, r * 0.55), a) for tip, a, r in tips]
+    nail = cv2.GaussianBlur(fill(size, nails), (0, 0), 0.5)[..., None]
+    tint = colour * np.float32([1.0, 1.03, 1.12]) + rng.uniform(0, 25)
+    return colour * (1 - 0.6 * nail) + 0.6 * nail * tint
+
+
 def _hand_polys(rng: Rng, at: np.ndarray, s: float, a: float, forearm: bool
-                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+                ) -> tuple[list[np.ndarray], list[Body], list[tuple[np.ndarray, float, float]]]:
     """Palm, four fingers, thumb and a wrist (or forearm) pointing away from the fingers,
-    `a` the fingers' direction; returns (polygons, finger outlines for creases)."""
+    `a` the fingers' direction; returns (polygons, the round bodies to shade, fingertips)."""
     up, side = _unit(a), _unit(a + np.pi / 2)
     pw, ph = s * rng.uniform(0.7, 0.95), s * rng.uniform(0.75, 1.0)
-    palm = rounded_rect(at, ph, pw, pw * 0.35, a)
-    polys, creases = [palm], []
+    polys: list[np.ndarray] = []
+    bodies: list[Body] = []
+    wrist_len = s * (3.0 if forearm else rng.uniform(0.5, 1.0))
+    _body(polys, bodies, at, at - up * wrist_len, pw * 0.4, pw * (0.55 if forearm else 0.42))
+    polys.append(rounded_rect(at, ph, pw, pw * 0.35, a))
+    bodies.append((at - up * ph * 0.2, at + up * ph * 0.2, pw * 0.55, pw * 0.55))  # palm
     spread = rng.uniform(0.0, 0.12)
     curl = rng.uniform(0.4, 1.0)  # 1: straight fingers, less: curled (shorter)
+    tips = []
     for k, (off, length) in enumerate(((-0.37, 0.85), (-0.12, 1.0), (0.13, 0.95),
                                        (0.36, 0.75))):
         base = at + up * ph * 0.42 + side * pw * off
         fa = a + (k - 1.5) * spread
         tip = base + _unit(fa) * s * length * rng.uniform(0.55, 0.75) * curl
         r = pw * rng.uniform(0.10, 0.13)
-        finger = capsule(base, tip, r, r * 0.85)
-        polys.append(finger)
-        creases.append(finger)
+        _body(polys, bodies, base, tip, r, r * 0.85)
+        tips.append((tip, fa, r * 0.85))
     thumb_base = at + side * pw * 0.45 * rng.choice([-1, 1]) - up * ph * 0.1
     ta = a + np.sign((thumb_base - at) @ side) * rng.uniform(0.5, 1.1)
-    polys.append(capsule(thumb_base, thumb_base + _unit(ta) * s * 0.6, pw * 0.15, pw * 0.11))
-    wrist_len = s * (3.0 if forearm else rng.uniform(0.5, 1.0))
-    polys.append(capsule(at, at - up * wrist_len, pw * 0.4, pw * (0.55 if forearm else 0.42)))
-    return polys, creases
+    _body(polys, bodies, thumb_base, thumb_base + _unit(ta) * s * 0.6, pw * 0.15, pw * 0.11)
+    return polys, bodies, tips
 
 
 @register("hand")
@@ -87,32 +127,23 @@ def hand(rng: Rng, scene: Scene) -> Layer:
         a = float(np.arctan2(out[1], out[0])) + rng.uniform(-0.6, 0.6)
         at = at + _unit(a) * s * rng.uniform(0.15, 0.5)
         a += np.pi
-    polys, creases = _hand_polys(rng, at, s, a, forearm=rng.random() < 0.5)
+    polys, bodies, tips = _hand_polys(rng, at, s, a, forearm=rng.random() < 0.5)
     alpha = soften(fill(size, polys), rng, 0.3, 1.1)
     colour, lit = _colour(rng, scene)
-    crease = cv2.GaussianBlur(lines(size, [np.vstack([c, c[:1]]) for c in creases], 1.0),
-                              (0, 0), 0.6)
-    colour = colour * (1 - rng.uniform(0.08, 0.3) * crease)[..., None]
+    light, strength = _light(rng, lit)
+    colour = colour * cylinders(size, bodies, light, strength)[..., None]
+    if rng.random() < 0.5:  # the back of the hand faces the camera: nails
+        colour = _nails(rng, size, colour, tips)
     depth = rng.uniform(0.03, 0.2) if lit else rng.uniform(0.1, 0.4)
     return Layer(colour * rounded(alpha, size, depth), alpha,
                  contact=rng.uniform(0.1, 0.4), lit=lit)
-
-
-def _finger(base: np.ndarray, a: float, length: float, r: float, bend: float
-            ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, float]:
-    """Two phalanges, the outer one bent by `bend` (a finger following a curved cheek):
-    (polygons, knuckle, tip, the tip's direction)."""
-    knuckle = base + _unit(a) * length * 0.55
-    tip = knuckle + _unit(a + bend) * length * 0.45
-    return [capsule(base, knuckle, r, r * 0.95), capsule(knuckle, tip, r * 0.95, r * 0.82)], \
-        knuckle, tip, a + bend
 
 
 @register("fingers")
 def fingers(rng: Rng, scene: Scene) -> Layer:
     """One to four fingers lying flat on a cheek, the mouth, chin or jaw, tips well inside
     the face, their hand beside it (often out of the crop): same tone, a thin contact
-    shadow, soft low edges."""
+    shadow, soft low edges, each finger its own round body."""
     size, lm = scene.size, scene.lm
     s, _ = _geometry(lm)
     centre = lm[27:36].mean(0)
@@ -124,33 +155,39 @@ def fingers(rng: Rng, scene: Scene) -> Layer:
     n = int(rng.integers(1, 5))
     r = s * rng.uniform(0.075, 0.11)
     spread, bend = rng.uniform(-0.1, 0.1), rng.uniform(-0.35, 0.35)
-    polys, nails, knuckles = [], [], []
+    palm_w = max(n, 3) * 2 * r + s * 0.1
+    back = tip_at - _unit(a) * s * 1.05
+    polys: list[np.ndarray] = []
+    bodies: list[Body] = []
+    _body(polys, bodies, back, back - _unit(a) * s * rng.uniform(0.8, 2.5), palm_w * 0.4,
+          palm_w * 0.45)
+    polys.append(rounded_rect(back, s * rng.uniform(0.6, 0.9), palm_w, r * 1.5, a))
+    bodies.append((back - _unit(a) * s * 0.2, back + _unit(a) * s * 0.2, palm_w * 0.55,
+                   palm_w * 0.55))
+    tips, knuckles = [], []
     for k in range(n):
         off = (k - (n - 1) / 2) * 2 * r * rng.uniform(1.0, 1.15)
         length = s * rng.uniform(0.7, 1.15)
         fa = a + spread * (k - (n - 1) / 2)
         base = tip_at + side * off - _unit(fa) * length
-        parts, knuckle, tip, ta = _finger(base, fa, length, r, bend)
-        polys += parts
+        knuckle = base + _unit(fa) * length * 0.55  # the outer phalanx bent by `bend`
+        tip = knuckle + _unit(fa + bend) * length * 0.45
+        _body(polys, bodies, base, knuckle, r, r * 0.95)
+        _body(polys, bodies, knuckle, tip, r * 0.95, r * 0.82)
         knuckles.append(np.array([knuckle - side * r * 0.8, knuckle + side * r * 0.8]))
-        nails.append(ellipse(tip - _unit(ta) * r * 0.65, (r * 0.6, r * 0.55), ta))
-    palm_w = max(n, 3) * 2 * r + s * 0.1
-    back = tip_at - _unit(a) * s * 1.05
-    polys.append(rounded_rect(back, s * rng.uniform(0.6, 0.9), palm_w, r * 1.5, a))
-    polys.append(capsule(back, back - _unit(a) * s * rng.uniform(0.8, 2.5), palm_w * 0.4,
-                         palm_w * 0.45))
+        tips.append((tip, fa + bend, r * 0.82))
     if rng.random() < 0.5:  # the thumb, along the jaw or curled under
         t0 = back + side * palm_w * 0.45 * rng.choice([-1, 1])
-        polys.append(capsule(t0, t0 + _unit(a + rng.uniform(-0.6, 0.6)) * s * 0.55,
-                             r * 1.3, r * 1.05))
+        _body(polys, bodies, t0, t0 + _unit(a + rng.uniform(-0.6, 0.6)) * s * 0.55,
+              r * 1.3, r * 1.05)
     alpha = soften(fill(size, polys), rng, 0.4, 1.2)
     colour, lit = _colour(rng, scene)
+    light, strength = _light(rng, lit)
+    colour = colour * cylinders(size, bodies, light, strength)[..., None]
     crease = cv2.GaussianBlur(lines(size, knuckles, 1.0), (0, 0), 0.7)
     colour = colour * (1 - rng.uniform(0.05, 0.25) * crease)[..., None]
     if rng.random() < 0.5:  # the back of the hand faces the camera: nails
-        nail = cv2.GaussianBlur(fill(size, nails), (0, 0), 0.5)[..., None]
-        tint = colour * np.float32([1.0, 1.03, 1.12]) + rng.uniform(0, 25)
-        colour = colour * (1 - 0.6 * nail) + 0.6 * nail * tint
+        colour = _nails(rng, size, colour, tips)
     depth = rng.uniform(0.02, 0.15) if lit else rng.uniform(0.1, 0.3)
     return Layer(colour * rounded(alpha, size, depth), alpha,
                  contact=rng.uniform(0.15, 0.5), lit=lit)
