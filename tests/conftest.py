@@ -58,6 +58,30 @@ def run_facelab(*args: str | os.PathLike[str], cwd: Path | None = None,
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def run_in_process(*args: str | os.PathLike[str], input: str | None = None) -> Result:
+    """The same CLI app called in this process (typer's runner), with run_facelab's
+    terminal: parsing, output, one-line errors and exit status, without the seconds a new
+    Python with PyTorch takes to start. For calls whose subject is not the process itself
+    (signals, locks across processes, what a crash prints): those keep run_facelab. An
+    exception the CLI did not turn into an exit status is raised here."""
+    from unittest import mock
+
+    from typer.testing import CliRunner
+
+    from facelab.cli import ui
+    from facelab.cli.app import app
+
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    with contextlib.ExitStack() as stack:
+        for console in (ui.out, ui.err):  # as in a new process: no colour, COLUMNS wide
+            stack.enter_context(mock.patch.object(console, "_width", None))
+            stack.enter_context(mock.patch.object(console, "_color_system", None))
+        res = runner.invoke(app, list(map(str, args)), input=input, prog_name="facelab")
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return Result(res.exit_code, res.stdout, res.stderr)
+
+
 @pytest.fixture
 def facelab():
     return run_facelab
@@ -117,8 +141,8 @@ def full_src_faces(aligned_faces: Path, tmp_path_factory) -> Path:
     return root
 
 
-#: The tiny `facelab swap`: two iterations of quick96 (batch 2), src sampled at 5 fps.
-QUICK_SWAP = ("--iterations", "2", "--preset", "quick96", "--batch-size", "2",
+#: The tiny `facelab swap`: one iteration of quick96 (batch 2), src sampled at 5 fps.
+QUICK_SWAP = ("--iterations", "1", "--preset", "quick96", "--batch-size", "2",
               "--src-fps", "5")
 
 

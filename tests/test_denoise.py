@@ -19,7 +19,13 @@ from facelab.errors import FacelabError
 from facelab.video import denoise as dn
 from facelab.video.extract import ExtractOptions, extract_frames
 from facelab.workspace import Workspace, list_images
-from tests.conftest import assert_one_line_error, data_file, put_video, run_facelab
+from tests.conftest import (
+    assert_one_line_error,
+    data_file,
+    put_video,
+    run_facelab,
+    run_in_process,
+)
 
 PNG = ExtractOptions(fmt="png")  # dst as frame images: the route these tests read
 
@@ -208,24 +214,25 @@ def test_cli(workspace: Path, grid_b: Path) -> None:
     put_video(workspace, "dst", grid_b)
     res = run_facelab("-w", workspace, "video", "denoise", "dst")
     assert_one_line_error(res, "no dst frames", "facelab video extract dst")
-    assert run_facelab("-w", workspace, "-q", "video", "extract", "dst", "--frames",
-                       "png").rc == 0
+    assert run_in_process("-w", workspace, "-q", "video", "extract", "dst", "--frames",
+                          "png").rc == 0
     dst = workspace / "data_dst"
     originals = hashes(dst)
 
     res = run_facelab("-w", workspace, "video", "denoise", "dst", "-q")
     assert res.rc == 0, res
     assert "denoised 75 of 75 frames at factor 5" in res.out
-    res = run_facelab("-w", workspace, "video", "denoise", "dst")
+    res = run_in_process("-w", workspace, "video", "denoise", "dst")
     assert res.rc == 0 and "already denoised at factor 5; --force redoes it" in res.out
-    assert_one_line_error(run_facelab("-w", workspace, "video", "denoise", "dst",
-                                      "--factor", "21"), "--factor", "1 to 20")
-    assert_one_line_error(run_facelab("-w", workspace, "video", "denoise", "src"), "dst")
-    assert_one_line_error(run_facelab("video", "denoise", "dst", "-w", workspace / "nope"),
+    assert_one_line_error(run_in_process("-w", workspace, "video", "denoise", "dst",
+                                         "--factor", "21"), "--factor", "1 to 20")
+    assert_one_line_error(run_in_process("-w", workspace, "video", "denoise", "src"), "dst")
+    assert_one_line_error(run_in_process("video", "denoise", "dst", "-w", workspace / "nope"),
                           "workspace")
 
-    res = run_facelab("-w", workspace, "video", "denoise", "dst", "--undo")
+    res = run_in_process("-w", workspace, "video", "denoise", "dst", "--undo")
     assert res.rc == 0 and "Restored 75 original dst frames" in res.out
     assert hashes(dst) == originals
-    assert_one_line_error(run_facelab("-w", workspace, "video", "denoise", "dst", "--undo"),
+    assert_one_line_error(run_in_process("-w", workspace, "video", "denoise", "dst",
+                                         "--undo"),
                           "nothing to undo")

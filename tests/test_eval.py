@@ -1,4 +1,4 @@
-"""`facelab eval` on a real (tiny) swap: GRID B → A with 2 iterations, by the real CLI (the
+"""`facelab eval` on a real (tiny) swap: GRID B → A with 1 iteration, by the real CLI (the
 session's, conftest's `quick_swap`); the eval.json layout, the HTML report, and one-line
 errors for missing or unreadable inputs."""
 
@@ -50,7 +50,7 @@ def test_eval_json_has_the_summary_and_a_row_per_frame(evaluated):
     row = doc["frames"][0]
     assert {"frame", "dist_src", "dist_dst", "pose_error_deg", "mouth_dst", "mouth_result",
             "sharpness_ratio", "background_psnr_db"} <= set(row)
-    # two iterations cannot have learned src: the face is still dst's and eval says so
+    # one iteration cannot have learned src: the face is still dst's and eval says so
     if s["identity_dist_src"] is not None:
         assert s["identity_recognised_as_src"] == 0.0
         assert s["identity_dist_dst"] < s["identity_dist_src"]

@@ -11,7 +11,7 @@ import pytest
 
 from facelab.faceset.folder import resolve
 from facelab.workspace import Workspace
-from tests.conftest import assert_one_line_error, copy_workspace, run_facelab
+from tests.conftest import assert_one_line_error, copy_workspace, run_facelab, run_in_process
 from tests.test_faceset import state
 
 pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
@@ -73,20 +73,20 @@ def test_clean_up_session_never_loses_a_file(ws: Path) -> None:
     before = state(fs)
     res = run_facelab("-w", ws, "sort", "dst", "--by", "final", "--target", "20")
     assert res.rc == 0 and "20 kept, 55 moved to the trash" in res.out, res
-    victims = sorted(fs.folder.glob("*.jpg"))[:2]
-    res = run_facelab("-w", ws, "faceset", "trash", *victims)
+    victims = sorted(fs.folder.glob("*.jpg"))[:2]  # the rest by the CLI in this process
+    res = run_in_process("-w", ws, "faceset", "trash", *victims)
     assert res.rc == 0 and "Moved 2 files" in res.out, res
-    res = run_facelab("-w", ws, "faceset", "restore", "--all", "dst")
+    res = run_in_process("-w", ws, "faceset", "restore", "--all", "dst")
     assert res.rc == 0 and "Restored 57 files" in res.out, res
     assert len(fs.faces()) == 75
-    res = run_facelab("-w", ws, "faceset", "undo", "dst", "--steps", "3")
+    res = run_in_process("-w", ws, "faceset", "undo", "dst", "--steps", "3")
     assert res.rc == 0 and res.out.count("Undid") == 3, res
     assert state(fs) == before
-    res = run_facelab("-w", ws, "faceset", "add-debug", "dst")
+    res = run_in_process("-w", ws, "faceset", "add-debug", "dst")
     assert res.rc == 0 and "Wrote 75 debug overlays" in res.out, res
-    res = run_facelab("-w", ws, "faceset", "remove-debug", "dst")
+    res = run_in_process("-w", ws, "faceset", "remove-debug", "dst")
     assert res.rc == 0 and "Removed 75 debug overlays" in res.out, res
-    res = run_facelab("-w", ws, "faceset", "stats", "src")
+    res = run_in_process("-w", ws, "faceset", "stats", "src")
     assert res.rc == 0 and "24 faces" in res.out and "src lacks" in res.out, res
     assert (ws / "data_src" / "aligned_stats.png").is_file()
     assert state(fs) == before
@@ -97,9 +97,9 @@ def test_errors_are_one_line(ws: Path, tmp_path: Path) -> None:
     empty.mkdir()
     assert_one_line_error(run_facelab("-w", ws, "sort", "--dir", empty, "--by", "blur"),
                           "holds no faces")
-    assert_one_line_error(run_facelab("-w", ws, "sort", "src", "--by", "sharpest"),
+    assert_one_line_error(run_in_process("-w", ws, "sort", "src", "--by", "sharpest"),
                           "unknown sort method 'sharpest'", "blur", "final")
-    assert_one_line_error(run_facelab("-w", ws, "sort", "src", "--by", "final",
-                                      "--target", "5000"), "24 faces", "--target 5000")
-    assert_one_line_error(run_facelab("-w", ws, "faceset", "undo", "src"), "nothing to undo")
-    assert_one_line_error(run_facelab("-w", ws, "sort", "--by", "blur"), "src, dst or --dir")
+    assert_one_line_error(run_in_process("-w", ws, "sort", "src", "--by", "final",
+                                         "--target", "5000"), "24 faces", "--target 5000")
+    assert_one_line_error(run_in_process("-w", ws, "faceset", "undo", "src"), "nothing to undo")
+    assert_one_line_error(run_in_process("-w", ws, "sort", "--by", "blur"), "src, dst or --dir")

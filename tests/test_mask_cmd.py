@@ -18,7 +18,7 @@ from facelab.faceset.polygons import polygon_mask, set_polygons
 from facelab.segment import person, shipped
 from facelab.segment.network import SegNet, load_segmenter, save_segmenter
 from facelab.workspace import Workspace
-from tests.conftest import assert_one_line_error, copy_workspace, run_facelab
+from tests.conftest import assert_one_line_error, copy_workspace, run_facelab, run_in_process
 
 LABELLED = 6  # faces given polygons for training (one of them the library holds out)
 
@@ -89,7 +89,7 @@ def test_fine_tuning_moves_the_mask_toward_the_polygons(ws: Path) -> None:
     labels.skip(Workspace(ws), "dst", skipped.name)  # W: never trained on
     generic, _ = shipped.load_shipped()
     before = mean_iou(generic, held)
-    res = run_facelab("-w", ws, "mask", "train", "dst", "--steps", "25", "--worst", "3")
+    res = run_in_process("-w", ws, "mask", "train", "dst", "--steps", "25", "--worst", "3")
     assert res.rc == 0, res.err
     assert "IoU with the polygons" in res.out and "from the generic network" in res.out
     assert res.out.count("confidence") == 3
@@ -103,7 +103,7 @@ def test_fine_tuning_moves_the_mask_toward_the_polygons(ws: Path) -> None:
     assert after > before + 0.1, (before, after)  # measured: 0.64 → 0.96
     assert tuned["iou_after"] > tuned["iou_before"], tuned
     # a second run continues from the person's network
-    res = run_facelab("-w", ws, "mask", "train", "dst", "--steps", "2", "--worst", "0")
+    res = run_in_process("-w", ws, "mask", "train", "dst", "--steps", "1", "--worst", "0")
     assert res.rc == 0 and "from the person network" in res.out, res
 
 
@@ -111,29 +111,29 @@ def test_masks_survive_sort_trash_and_undo(ws: Path) -> None:
     plant_network(ws)
     polys_face = dst_faces(ws)[3]
     set_polygons(polys_face, [{"type": "include", "pts": [[10, 10], [90, 10], [50, 80]]}])
-    res = run_facelab("-w", ws, "mask", "apply", "dst")
+    res = run_in_process("-w", ws, "mask", "apply", "dst")
     assert res.rc == 0 and "Wrote the masks of 75 data_dst faces with the person" in res.out
     before = masks_by_origin(ws)
     assert len(before) == 75 and all(m is not None and m.dtype == np.uint8
                                      for m in before.values())
     assert len({m.tobytes() for m in before.values()}) > 1, "one mask per face"
-    res = run_facelab("-w", ws, "mask", "apply", "dst")  # resumable: nothing left to do
+    res = run_in_process("-w", ws, "mask", "apply", "dst")  # resumable: nothing left to do
     assert res.rc == 0 and "masks of 0 data_dst faces" in res.out
     assert "75 already up to date" in res.out
-    res = run_facelab("-w", ws, "sort", "dst", "--by", "blur")
+    res = run_in_process("-w", ws, "sort", "dst", "--by", "blur")
     assert res.rc == 0, res.err
     victims = dst_faces(ws)[:2]
-    res = run_facelab("-w", ws, "faceset", "trash", *victims)
+    res = run_in_process("-w", ws, "faceset", "trash", *victims)
     assert res.rc == 0, res.err
     after = masks_by_origin(ws)
     assert after.keys() == before.keys()
     assert all(np.array_equal(after[k], before[k]) for k in before)
-    res = run_facelab("-w", ws, "faceset", "undo", "dst", "--steps", "2")
+    res = run_in_process("-w", ws, "faceset", "undo", "dst", "--steps", "2")
     assert res.rc == 0, res.err
     assert len(dst_faces(ws)) == 75
     undone = masks_by_origin(ws)
     assert all(np.array_equal(undone[k], before[k]) for k in before)
-    res = run_facelab("-w", ws, "mask", "remove", "dst")
+    res = run_in_process("-w", ws, "mask", "remove", "dst")
     assert res.rc == 0 and "Cleared the masks of 75" in res.out, res
     metas = [read_meta(p) for p in dst_faces(ws)]
     assert all(m.mask is None and person.MASK_BY not in m.extra for m in metas)
@@ -144,7 +144,7 @@ def test_worst_lists_the_least_sure_unlabelled_faces(ws: Path) -> None:
     plant_network(ws)
     labelled = dst_faces(ws)[0]
     set_polygons(labelled, [{"type": "include", "pts": [[10, 10], [90, 10], [50, 80]]}])
-    res = run_facelab("-w", ws, "mask", "worst", "dst", "-n", "4")
+    res = run_in_process("-w", ws, "mask", "worst", "dst", "-n", "4")
     assert res.rc == 0, res.err
     listed = [ln.split()[0] for ln in res.out.splitlines() if "confidence" in ln]
     assert len(listed) == 4 and f"aligned/{labelled.name}" not in listed
@@ -161,13 +161,13 @@ def test_bad_input_is_one_line(ws: Path, tmp_path: Path) -> None:
     size = read_meta(face).size
     outside = [[-size + 2, -size + 2], [-2, -size + 2], [-2, -2]]  # beside the face
     set_polygons(face, [{"type": "include", "pts": outside}])
-    assert_one_line_error(run_facelab("-w", ws, "mask", "train", "dst", "--steps", "1"),
+    assert_one_line_error(run_in_process("-w", ws, "mask", "train", "dst", "--steps", "1"),
                           face.name, "paint nothing inside the face")
-    assert_one_line_error(run_facelab("-w", ws, "mask", "train", "dst", "--steps", "0"),
+    assert_one_line_error(run_in_process("-w", ws, "mask", "train", "dst", "--steps", "0"),
                           "--steps")
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert_one_line_error(run_facelab("-w", empty, "mask", "apply", "src"), "data_src")
+    assert_one_line_error(run_in_process("-w", empty, "mask", "apply", "src"), "data_src")
     # the same checks in the library, without a process each
     for call in (lambda: person.apply(Workspace(ws), "left"),
                  lambda: person.remove(Workspace(empty), "src"),

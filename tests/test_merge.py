@@ -20,7 +20,13 @@ from facelab.provenance.png import png_mark
 from facelab.provenance.watermark import mark_frame
 from facelab.train.trainer import TrainOptions, train
 from facelab.workspace import Workspace, list_images
-from tests.conftest import assert_one_line_error, copy_workspace, data_file, run_facelab
+from tests.conftest import (
+    assert_one_line_error,
+    copy_workspace,
+    data_file,
+    run_facelab,
+    run_in_process,
+)
 
 TINY = {"ae_dims": 32, "e_dims": 8, "d_dims": 8, "d_mask_dims": 8, "resolution": 64}
 
@@ -166,15 +172,16 @@ def test_debug_and_face_scale(ws: Workspace):
 def test_cli_merge_and_bad_input(ws: Workspace, tmp_path: Path):
     res = run_facelab("-w", ws.root, "merge", "--model-name", "m", "--frames", "1-3")
     assert res.rc == 0 and "Merged" in res.out, res
-    assert_one_line_error(run_facelab("-w", ws.root, "merge", "--model-name", "nope"),
+    # the refusals by the same CLI in this process (no start-up each)
+    assert_one_line_error(run_in_process("-w", ws.root, "merge", "--model-name", "nope"),
                           "no trained model named 'nope'")
-    assert_one_line_error(run_facelab("-w", ws.root, "merge", "--model-name", "m",
-                                      "--mode", "blend"), "mode")
-    assert_one_line_error(run_facelab("-w", ws.root, "merge", "--model-name", "m",
-                                      "--erode", "300"), "--erode")
+    assert_one_line_error(run_in_process("-w", ws.root, "merge", "--model-name", "m",
+                                         "--mode", "blend"), "mode")
+    assert_one_line_error(run_in_process("-w", ws.root, "merge", "--model-name", "m",
+                                         "--erode", "300"), "--erode")
     bare = Workspace(copy_workspace(ws.root, tmp_path / "bare"))
     shutil.rmtree(bare.aligned_dir("dst"))
-    assert_one_line_error(run_facelab("-w", bare.root, "merge", "--model-name", "m"),
+    assert_one_line_error(run_in_process("-w", bare.root, "merge", "--model-name", "m"),
                           "no faces")
 
 

@@ -27,7 +27,13 @@ from facelab.provenance.video import read_video_mark
 from facelab.train.trainer import TrainOptions, train
 from facelab.video.source import INDEX, kept_as_video
 from facelab.workspace import Workspace, list_images
-from tests.conftest import Result, assert_one_line_error, copy_workspace, run_facelab
+from tests.conftest import (
+    Result,
+    assert_one_line_error,
+    copy_workspace,
+    run_facelab,
+    run_in_process,
+)
 from tests.test_merge import TINY
 
 pytestmark = pytest.mark.slow
@@ -142,7 +148,10 @@ def test_killed_stream_resumes_to_the_same_result(ws: Workspace, tmp_path: Path,
 
 
 def test_stream_refusals(ws: Workspace):
-    assert_one_line_error(_merge(ws, "--to-video", "--frames", "1-10"), "--to-frames")
-    assert_one_line_error(_merge(ws, "--to-video", "--export-alpha"), "alpha")
-    res = run_facelab("-w", ws.root, "video", "denoise", "dst")
+    """(By the same CLI in this process: refusals, no start-up each.)"""
+    merge = ("-w", ws.root, "merge", "--model-name", "warp")
+    assert_one_line_error(run_in_process(*merge, "--to-video", "--frames", "1-10"),
+                          "--to-frames")
+    assert_one_line_error(run_in_process(*merge, "--to-video", "--export-alpha"), "alpha")
+    res = run_in_process("-w", ws.root, "video", "denoise", "dst")
     assert_one_line_error(res, "--frames png")

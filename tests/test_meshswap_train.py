@@ -19,7 +19,7 @@ from facelab.progress import NullReporter
 from facelab.train.preview import PLOT_HEIGHT
 from facelab.train.run_options import TrainOptions
 from facelab.workspace import Workspace
-from tests.conftest import assert_one_line_error, copy_workspace, run_facelab
+from tests.conftest import assert_one_line_error, copy_workspace, run_facelab, run_in_process
 
 #: Small and quick; "full" because the session's faces are extracted with the default type.
 TINY = {"resolution": 64, "face_type": "full", "refiner_dims": 8, "refiner": True}
@@ -232,15 +232,16 @@ def test_cli_trains_to_the_target_and_refuses_mixed_families(ws: Workspace) -> N
     assert res.rc == 0, res.err
     assert "reached its target at iteration 3" in res.out and "refiner loss" in res.out
     assert "Indexed 75 src faces" in res.err
-    listed = run_facelab("-w", ws.root, "model", "list")
+    # the listing, the info and the refusals by the same CLI in this process (no start-up)
+    listed = run_in_process("-w", ws.root, "model", "list")
     assert "cli  meshswap  meshswap  iteration 3" in listed.out, listed
-    info = run_facelab("-w", ws.root, "model", "info", "cli")
+    info = run_in_process("-w", ws.root, "model", "info", "cli")
     assert info.rc == 0 and "Index: 75 src faces" in info.out
     assert "refiner_dims = 8 (fixed)" in info.out and "candidates = 4\n" in info.out
-    assert_one_line_error(run_facelab(*args, "--ae-dims", "64", "--target-iteration", "4"),
+    assert_one_line_error(run_in_process(*args, "--ae-dims", "64", "--target-iteration", "4"),
                           "--ae-dims is not a meshswap option")
-    assert_one_line_error(run_facelab("-w", ws.root, "train", "--model-name", "cli",
-                                      "--preset", "sae", "--target-iteration", "4"),
+    assert_one_line_error(run_in_process("-w", ws.root, "train", "--model-name", "cli",
+                                         "--preset", "sae", "--target-iteration", "4"),
                           "is a meshswap model, not sae")
     # an SAE-family save beside it, made by the trainer in this process (`facelab train` of
     # an SAE model is the CLI tests' subject: tests/test_trainer.py, test_train_cli.py)
@@ -248,8 +249,8 @@ def test_cli_trains_to_the_target_and_refuses_mixed_families(ws: Workspace) -> N
     assert train_(ws, _opts("sae1", preset="quick96", overrides=sae,
                             target_iteration=1)).iteration == 1
     assert_one_line_error(
-        run_facelab("-w", ws.root, "train", "--model-name", "sae1", "--preset", "meshswap"),
+        run_in_process("-w", ws.root, "train", "--model-name", "sae1", "--preset", "meshswap"),
         "is a quick96 model (sae family), not meshswap")
     assert_one_line_error(
-        run_facelab("-w", ws.root, "train", "--model-name", "sae1", "--candidates", "2"),
+        run_in_process("-w", ws.root, "train", "--model-name", "sae1", "--candidates", "2"),
         "--candidates is not an option of SAE-family models")

@@ -1,4 +1,5 @@
-"""`facelab swap` end to end on two GRID clips, with a handful of iterations."""
+"""`facelab swap` end to end on two GRID clips, with a handful of iterations (the swap
+itself a real process; the checks after it by the same CLI in this process)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from pathlib import Path
 import av
 import pytest
 
-from tests.conftest import QUICK_SWAP, Swapped, assert_one_line_error, data_file, run_facelab
+from tests.conftest import (
+    QUICK_SWAP,
+    Swapped,
+    assert_one_line_error,
+    data_file,
+    run_facelab,
+    run_in_process,
+)
 
 pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
 
@@ -20,7 +28,7 @@ def test_swap_keeps_frames_rate_audio_and_is_marked(quick_swap: Swapped):
     src, dst, out, ws, res = (quick_swap.src, quick_swap.dst, quick_swap.out, quick_swap.ws,
                               quick_swap.res)
     assert res.rc == 0, res.err
-    assert "Result:" in res.out and "iteration 2" in res.out
+    assert "Result:" in res.out and "iteration 1" in res.out
     with av.open(str(dst)) as a, av.open(str(out)) as b:
         va, vb = a.streams.video[0], b.streams.video[0]
         frames_a = sum(1 for _ in a.decode(va))
@@ -28,17 +36,17 @@ def test_swap_keeps_frames_rate_audio_and_is_marked(quick_swap: Swapped):
         assert frames_b == frames_a == 75
         assert Fraction(vb.average_rate) == Fraction(va.average_rate) == 25
         assert b.streams.audio and abs(float(b.duration) / 1e6 - 3.0) < 0.1
-    assert run_facelab("verify", out).rc == 0
+    assert run_in_process("verify", out).rc == 0
     # the output lies outside the workspace: swap recorded it, so eval finds it
     from facelab.eval.run import workspace_result
     from facelab.workspace import Workspace
 
     assert workspace_result(Workspace(ws)) == out
     # again: everything is done, nothing is redone
-    again = run_facelab("-w", ws, "swap", src, dst, "-o", out, *QUICK_SWAP)
+    again = run_in_process("-w", ws, "swap", src, dst, "-o", out, *QUICK_SWAP)
     assert again.rc == 0 and "up to date" in again.out, again
     # a different dst in the same workspace is refused
-    other = run_facelab("-w", ws, "swap", src, data_file("grid/speaker_c.mpg"), "-o", out,
+    other = run_in_process("-w", ws, "swap", src, data_file("grid/speaker_c.mpg"), "-o", out,
                         *QUICK_SWAP)
     assert_one_line_error(other, "already holds another")
 
@@ -50,10 +58,11 @@ def test_default_swap_is_meshswap_ready_without_training(tmp_path: Path):
     out, ws = tmp_path / "result.mp4", tmp_path / "ws"
     res = run_facelab("-w", ws, "swap", src, dst, "-o", out)
     assert res.rc == 0, res.err
-    assert run_facelab("verify", out).rc == 0
-    info = run_facelab("-w", ws, "model", "info", "swap")
+    # the checks after it by the same CLI in this process (no start-up each)
+    assert run_in_process("verify", out).rc == 0
+    info = run_in_process("-w", ws, "model", "info", "swap")
     assert "meshswap" in info.out and "Index: 75 src faces" in info.out, info
-    again = run_facelab("-w", ws, "swap", src, dst, "-o", out)
+    again = run_in_process("-w", ws, "swap", src, dst, "-o", out)
     assert again.rc == 0 and "up to date" in again.out, again
 
 

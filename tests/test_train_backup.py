@@ -16,7 +16,7 @@ from facelab.train.models import build_model, preset
 from facelab.train.saved import fixed_of
 from facelab.train.step import LR
 from facelab.workspace import Workspace
-from tests.conftest import assert_one_line_error, run_facelab
+from tests.conftest import assert_one_line_error, run_facelab, run_in_process
 
 TINY = preset("sae", resolution=64, ae_dims=16, e_dims=4, d_dims=4, d_mask_dims=2)
 
@@ -149,15 +149,16 @@ def test_cli_backup_info_restore_round_trip(tmp_path: Path) -> None:
     _step(model, opt)
     _save(ws.model_dir, "m", model, opt, 20)
 
-    info = run_facelab("-w", ws.root, "model", "info", "m")
+    # the rest by the same CLI in this process (the backup above is the real command's)
+    info = run_in_process("-w", ws.root, "model", "info", "m")
     assert info.rc == 0 and "iteration 20" in info.out, info
     assert "Backups: 1" in info.out and "  10  20" in info.out, info.out  # iteration, date
 
-    res = run_facelab("-w", ws.root, "model", "restore", "m", "10")
+    res = run_in_process("-w", ws.root, "model", "restore", "m", "10")
     assert res.rc == 0 and "iteration 10" in res.out and "iteration 20" in res.out, res
     assert _files(ws.model_dir, "m") == at10
     trashed = list(ws.trash_root.glob("*/model/m_weights.safetensors"))
     assert len(trashed) == 1 and str(trashed[0].parents[1]) in res.out.replace("\n", "")
 
-    assert_one_line_error(run_facelab("-w", ws.root, "model", "restore", "m", "7"), "10")
-    assert_one_line_error(run_facelab("-w", ws.root, "model", "backup", "nope"), "m")
+    assert_one_line_error(run_in_process("-w", ws.root, "model", "restore", "m", "7"), "10")
+    assert_one_line_error(run_in_process("-w", ws.root, "model", "backup", "nope"), "m")

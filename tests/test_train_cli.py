@@ -15,7 +15,7 @@ from facelab.cli import train_prompts as prompts
 from facelab.train.models import ModelOptions, preset
 from facelab.train.saved import peek
 from facelab.workspace import Workspace
-from tests.conftest import assert_one_line_error, copy_workspace, run_facelab
+from tests.conftest import assert_one_line_error, copy_workspace, run_facelab, run_in_process
 
 TINY_FLAGS = ("--preset", "sae", "--resolution", "64", "--ae-dims", "32", "--e-dims", "8",
               "--d-dims", "8", "--d-mask-dims", "4", "--batch-size", "2",
@@ -100,6 +100,13 @@ def _train(ws: Workspace, *args: str, input: str | None = "") -> object:
                        input=input)
 
 
+def _train_here(ws: Workspace, *args: str, input: str | None = "") -> object:
+    """`_train` by the same CLI in this process: for runs refused before any prompt or
+    training, where a new process would only add its start-up."""
+    return run_in_process("-w", ws.root, "train", "--model-name", "cli", *args, *RUN_FLAGS,
+                          input=input)
+
+
 def _options(ws: Workspace) -> dict:
     doc = peek(ws.model_dir, "cli")
     assert doc is not None
@@ -143,11 +150,11 @@ def test_interactive_new_then_resume_then_fixed_option(ws: Workspace) -> None:
     assert _options(ws)["iteration"] == 5 and time.monotonic() - t0 < 120
 
     # without --interactive nothing is asked, even with input waiting
-    res = _train(ws, "--ae-dims", "64", "--target-iteration", "6", input="\n\n\n")
+    res = _train_here(ws, "--ae-dims", "64", "--target-iteration", "6", input="\n\n\n")
     assert_one_line_error(res, "ae_dims", "cannot change")
     assert "Press Enter" not in res.out and "[" not in res.out
-    res = _train(ws, "--face-type", "half", "--pixel-loss", "--target-iteration", "6",
-                 input=None)
+    res = _train_here(ws, "--face-type", "half", "--pixel-loss", "--target-iteration", "6",
+                      input=None)
     assert_one_line_error(res, "face_type")
     assert _options(ws)["iteration"] == 5
 

@@ -37,7 +37,13 @@ from facelab.train import checkpoint
 from facelab.train.loop import Loop
 from facelab.train.run_options import TrainOptions
 from facelab.workspace import Workspace
-from tests.conftest import Result, assert_one_line_error, copy_workspace, run_facelab
+from tests.conftest import (
+    Result,
+    assert_one_line_error,
+    copy_workspace,
+    run_facelab,
+    run_in_process,
+)
 
 TINY = ("--preset", "sae", "--resolution", "64", "--ae-dims", "32", "--e-dims", "8",
         "--d-dims", "8", "--d-mask-dims", "4", "--batch-size", "2")
@@ -237,7 +243,8 @@ def test_second_run_is_refused_and_sigterm_saves_like_ctrl_c(ws: Workspace) -> N
     come at iteration 25, minutes in on a busy CPU)."""
     with training(ws, "k") as first:
         assert int(first.wait_for(STATUS).group(1)) < 25
-        second = run_facelab("-w", ws.root, "train", "--model-name", "k", *TINY, *RUN)
+        # the second run from this process: the lock is still another process's
+        second = run_in_process("-w", ws.root, "train", "--model-name", "k", *TINY, *RUN)
         assert_one_line_error(second, "model 'k' is in use", f"pid {first.proc.pid}")
         first.proc.send_signal(signal.SIGTERM)
         res = first.finish()

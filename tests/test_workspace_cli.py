@@ -13,7 +13,7 @@ import pytest
 from facelab.cli.app import app
 from facelab.video.source import open_frames
 from facelab.workspace import Workspace
-from tests.conftest import ROOT, put_video
+from tests.conftest import ROOT, put_video, run_in_process
 
 
 def test_init_creates_layout(facelab, tmp_path):
@@ -80,10 +80,11 @@ def test_workspace_is_relocatable(facelab, tmp_path, grid_b):
     ws.mkdir()
     put_video(ws, "dst", grid_b)
     assert facelab("-w", ws, "video", "extract", "dst", "--frames", "png").rc == 0
+    # the rest by the same CLI in this process (no start-up each)
     kept = tmp_path / "kept"
     kept.mkdir()
     put_video(kept, "dst", grid_b)
-    assert facelab("-w", kept, "video", "extract", "dst").rc == 0  # kept in its video
+    assert run_in_process("-w", kept, "video", "extract", "dst").rc == 0  # kept in its video
     for f in [*ws.rglob("*.json"), *kept.rglob("*.json")]:
         assert str(tmp_path) not in f.read_text(), f  # no absolute paths inside
     moved = tmp_path / "renamed"
@@ -91,13 +92,13 @@ def test_workspace_is_relocatable(facelab, tmp_path, grid_b):
     copy = tmp_path / "backup"
     shutil.copytree(moved, copy)
     for w in (moved, copy):
-        assert facelab("-w", w, "video", "extract", "dst").rc == 0  # still complete
-        res = facelab("-w", w, "video", "assemble", "--frames", w / "data_dst")
+        assert run_in_process("-w", w, "video", "extract", "dst").rc == 0  # still complete
+        res = run_in_process("-w", w, "video", "assemble", "--frames", w / "data_dst")
         assert res.rc == 0, res.err
         assert (w / "result.mp4").is_file()
     moved_kept = tmp_path / "kept_renamed"
     shutil.move(kept, moved_kept)
-    res = facelab("-w", moved_kept, "video", "extract", "dst")
+    res = run_in_process("-w", moved_kept, "video", "extract", "dst")
     assert res.rc == 0 and "skipped" in res.out, res.out + res.err
     frames = open_frames(Workspace(moved_kept), "dst")
     assert len(frames) == 75 and frames.read(frames.names[-1]).shape == (288, 360, 3)
