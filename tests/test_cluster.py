@@ -1,0 +1,166 @@
+"""Stages on a real Ray cluster (issue 19): a head and one worker node started here on
+127.0.0.1 alone (tests/ray_node.py; token authentication, as Ray now does by default).
+Extraction's outputs are byte for byte those of the local run, from PNG frames (sent with
+the items) and from a dst kept in its video (sent once to each worker); a Ray worker
+killed in the middle costs only its items, which run again; a wrong address is one line."""
+
+from __future__ import annotations
+
+import filecmp
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_one_line_error, copy_workspace, data_file, put_video, run_facelab
+
+pytestmark = pytest.mark.slow  # real footage and a real cluster (make test-fast skips it)
+
+if importlib.util.find_spec("ray") is None:  # not imported here: the fixture sets its env
+    pytest.skip("ray 2.60 (installed by `make test`)", allow_module_level=True)
+pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 (installed by `make test`)")
+
+NODE = [sys.executable, str(Path(__file__).with_name("ray_node.py"))]
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+
+
+def _listening() -> set[tuple[str, str]]:
+    """(address, port) of every listening TCP socket of this machine, hex as in /proc."""
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                if state == "0A":
+                    out.add(tuple(local.split(":")))
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> str:
+    """A 2-node Ray cluster on 127.0.0.1 (1 CPU each), its token in a file of this test's;
+    the environment that reaches it is set for the module's processes."""
+    tmp = tmp_path_factory.mktemp("ray")
+    token = tmp / "token"
+    token.write_text(secrets.token_hex(32))
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray's addresses on the loopback
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    port = _free_port()
+    node = ["--num-cpus=1", "--object-store-memory=80000000", "--disable-usage-stats"]
+    before = _listening()
+    try:
+        for args in (["--head", f"--port={port}", "--include-dashboard=false"],
+                     [f"--address=127.0.0.1:{port}"]):
+            res = subprocess.run([*NODE, "start", *args, *node], capture_output=True,
+                                 text=True, timeout=180)
+            assert res.returncode == 0, res.stderr[-2000:]
+        opened = _listening() - before
+        assert opened, "the cluster listens somewhere"
+        assert {addr for addr, _ in opened} <= LOOPBACK, f"beyond 127.0.0.1: {opened}"
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([*NODE, "stop", "--force"], capture_output=True, timeout=120)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _same_tree(a: Path, b: Path) -> None:
+    """Every file under a and b present in both with the same bytes."""
+    names_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    names_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert names_a == names_b
+    differ = [n for n in names_a if not filecmp.cmp(a / n, b / n, shallow=False)]
+    assert not differ, differ[:5]
+
+
+def test_extraction_on_the_cluster_is_the_local_one(cluster: str, aligned_faces: Path,
+                                                     tmp_path: Path) -> None:
+    """dst as PNG frames, then kept in its video: the same faces, metadata and manifests as
+    the session's local extraction, byte for byte."""
+    local = aligned_faces / "data_dst"
+    ws = copy_workspace(aligned_faces, tmp_path / "png")
+    shutil.rmtree(ws / "data_dst" / "aligned")
+    (ws / "data_dst" / "faces.json").unlink()
+    res = run_facelab("-w", ws, "extract", "dst", "--no-debug", "--cluster", cluster)
+    assert res.rc == 0, res.err
+    _same_tree(local / "aligned", ws / "data_dst" / "aligned")
+    assert (local / "faces.json").read_bytes() == (ws / "data_dst" / "faces.json").read_bytes()
+
+    kept = tmp_path / "video"
+    kept.mkdir()
+    put_video(kept, "dst", data_file("grid/speaker_a_1.mpg"))
+    res = run_facelab("-w", kept, "video", "extract", "dst")
+    assert res.rc == 0, res.err
+    res = run_facelab("-w", kept, "extract", "dst", "--no-debug", "--cluster", cluster)
+    assert res.rc == 0, res.err
+    _same_tree(local / "aligned", kept / "data_dst" / "aligned")
+
+
+def test_a_killed_worker_costs_only_its_items(cluster: str, tmp_path: Path) -> None:
+    """SIGKILL to one Ray worker in the middle of a map: its items run again on its
+    restarted actor, every result comes back in order with its file written by the
+    driver, and no item ran more than twice."""
+    import ray
+
+    from facelab.cluster.ray_executor import RayExecutor
+
+    root, runs = tmp_path / "ws", tmp_path / "runs"
+    root.mkdir()
+    runs.mkdir()
+
+    def work(item: tuple[int, Path]) -> tuple[int, Path]:  # sent by value to the workers
+        i, path = item
+        (runs / f"{i}-{os.getpid()}").touch()  # same machine: a side channel for the test
+        time.sleep(0.4)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(i * i))
+        return i, path
+
+    items = [(i, root / "out" / f"{i}.txt") for i in range(12)]
+    try:
+        with RayExecutor(cluster, root, workers=2) as ex:
+            pids = ex.pids()
+            results = ex.map(work, items)
+            got = [next(results)]
+            os.kill(pids[1], signal.SIGKILL)
+            got += list(results)
+    finally:
+        ray.shutdown()
+    assert [i for i, _ in got] == list(range(12))
+    assert [p for _, p in got] == [p for _, p in items]  # named as on the driver
+    assert [p.read_text() for _, p in got] == [str(i * i) for i in range(12)]
+    ran = Counter(name.split("-")[0] for name in os.listdir(runs))
+    assert set(ran) == {str(i) for i in range(12)}
+    assert max(ran.values()) == 2, "the killed worker's items ran again, once"
+    assert not any(root.rglob("*.part*")), "no temporary file left"
+
+
+def test_a_wrong_address_is_one_line(tmp_path: Path, aligned_faces: Path) -> None:
+    ws = copy_workspace(aligned_faces, tmp_path / "ws")
+    before = sorted(p.name for p in (ws / "data_dst" / "aligned").iterdir())
+    res = run_facelab("-w", ws, "extract", "dst", "--force", "--cluster",
+                      f"127.0.0.1:{_free_port()}")
+    assert_one_line_error(res, "Could not join the Ray cluster")
+    assert sorted(p.name for p in (ws / "data_dst" / "aligned").iterdir()) == before
+    res = run_facelab("-w", ws, "extract", "dst", "--cluster", "no-port")
+    assert_one_line_error(res, "HOST:PORT")
