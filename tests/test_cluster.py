@@ -164,3 +164,42 @@ def test_a_wrong_address_is_one_line(tmp_path: Path, aligned_faces: Path) -> Non
     assert sorted(p.name for p in (ws / "data_dst" / "aligned").iterdir()) == before
     res = run_facelab("-w", ws, "extract", "dst", "--cluster", "no-port")
     assert_one_line_error(res, "HOST:PORT")
+
+
+def test_merge_on_the_cluster_is_the_local_one(cluster: str, aligned_faces: Path,
+                                               tmp_path: Path) -> None:
+    """dst kept in its video, a tiny SAE: the result video merged by the cluster's workers
+    (segments encoded there, sent back, joined with the audio here) decodes to exactly the
+    frames a local merge writes as PNGs."""
+    import av
+    import cv2
+    import numpy as np
+
+    from facelab.progress import NullReporter
+    from facelab.train.trainer import TrainOptions, train
+    from facelab.workspace import Workspace, list_images
+    from tests.test_merge import TINY
+
+    ws = Workspace(copy_workspace(aligned_faces, tmp_path / "ws"))
+    frames = ws.frames_dir("dst")
+    for p in [*list_images(frames), frames / "frames.json", ws.video_json]:
+        p.unlink()
+    assert run_facelab("-w", ws.root, "video", "extract", "dst").rc == 0
+    train(ws, TrainOptions(model_name="warp", preset="sae", overrides=dict(TINY), batch_size=4,
+                           target_iteration=1, preview_every=0, workers=0, precision="fp32"),
+          NullReporter())
+    out = tmp_path / "lossless.mp4"
+    res = run_facelab("-w", ws.root, "merge", "--model-name", "warp", "--video-format",
+                      "mp4-lossless", "--output", out, "--cluster", cluster)
+    assert res.rc == 0, res.err
+    # as the cluster's workers: one thread each (a prediction's float sums follow the
+    # thread count)
+    res = run_facelab("-w", ws.root, "merge", "--model-name", "warp", "--to-frames",
+                      "--workers", "2")
+    assert res.rc == 0, res.err
+    pngs = list_images(ws.merged_dir)
+    with av.open(str(out)) as c:
+        streamed = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    assert len(streamed) == len(pngs) == 75
+    for frame, png in zip(streamed, pngs, strict=True):
+        assert np.array_equal(frame, cv2.imread(str(png))), png.name

@@ -10,6 +10,7 @@ import typer
 from facelab.cli.common import command, state
 from facelab.cli.options import build, flags, with_flags
 from facelab.cli.ui import out
+from facelab.cluster.stages import CLUSTER_HELP
 from facelab.lazy import lazy_module
 from facelab.merge.options import MergeOptions
 
@@ -60,6 +61,8 @@ def merge_cmd(
                                        "(the cores shared among them); default: the split "
                                        "measured fastest on this machine for this model, "
                                        "cached."),
+    cluster: str | None = typer.Option(None, "--cluster", help=CLUSTER_HELP,
+                                       show_default=False),
     **given: Any,
 ) -> None:
     """Blend the model's src faces into every dst frame, straight into the result video
@@ -76,7 +79,7 @@ def merge_cmd(
     rep = merger.merge(st.ws, model_name, opts, st.reporter, device=device,
                        precision=precision, frames_spec=frames, debug=debug, force=force,
                        to_video=to_video, video=video, workers=workers,
-                       ignore_ranges=ignore_ranges)
+                       ignore_ranges=ignore_ranges, cluster=cluster)
     skipped = f", {rep.skipped} already done" if rep.skipped else ""
     into = rep.output if rep.output is not None else rep.out_dir
     out.print(f"Merged {rep.merged_now} frame(s) ({rep.faces} face(s), "

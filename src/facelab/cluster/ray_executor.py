@@ -91,18 +91,24 @@ class _Worker:
     """One Ray actor: the stage's worker process on some machine of the cluster."""
 
     def __init__(self, init: Callable[..., None] | None, initargs: tuple[Any, ...],
-                 root: str, inputs: list[tuple[str, Any]]) -> None:
+                 root: str, inputs: list[tuple[str, Any]], folders: list[str]) -> None:
         import ray
 
         self.home = Path(tempfile.mkdtemp(prefix="facelab-ray-"))
         self.out = self.home / "out"
         self.out.mkdir()
+        for folder in folders:  # the workspace's folders, which the stage expects to exist
+            (self.out / folder).mkdir(parents=True, exist_ok=True)
         moves: list[Move] = []
-        for k, (path, ref) in enumerate(inputs):  # the shared inputs: written once here
-            local = self.home / "in" / str(k) / Path(path).name
-            local.parent.mkdir(parents=True)
+        for k, (path, ref) in enumerate(inputs):  # the shared inputs: written once here,
+            p = Path(path)  # those of the workspace where the relocated workspace has them
+            if Path(root) in p.parents:
+                local = self.out / p.relative_to(root)
+            else:
+                local = self.home / "in" / str(k) / p.name
+                moves.append((p, local))
+            local.parent.mkdir(parents=True, exist_ok=True)
             local.write_bytes(ray.get(ref))
-            moves.append((Path(path), local))
         self.to_local = [*moves, (Path(root), self.out)]
         self.to_driver = [(b, a) for a, b in self.to_local]
         self.init, self.initargs = init, initargs
@@ -171,9 +177,11 @@ class RayExecutor:
             self._refs = [(str(p), ray.put(Path(p).read_bytes())) for p in self.inputs]
             actor = ray.remote(num_cpus=1, max_restarts=RETRIES,
                                max_task_retries=RETRIES)(_Worker)
+            folders = _folders(self.root)
             with _quiet_stderr():  # Ray's note on restartable actors is for its developers
                 self._actors = [actor.remote(self.init, self.initargs, str(self.root),
-                                             self._refs) for _ in range(self.workers)]
+                                             self._refs, folders)
+                                for _ in range(self.workers)]
         return self._actors
 
     def pids(self) -> list[int]:
@@ -257,6 +265,17 @@ def _quiet_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def _folders(root: Path, depth: int = 3) -> list[str]:
+    """The folders under `root` to `depth` levels, relative (a stage's own folders: the
+    workers' staging copy has them too)."""
+    out, level = [], [root]
+    for _ in range(depth):
+        level = [d for parent in level for d in parent.iterdir()
+                 if d.is_dir() and not d.is_symlink()]
+        out += [str(d.relative_to(root)) for d in level]
+    return out
 
 
 def _get(ref: Any) -> Any:

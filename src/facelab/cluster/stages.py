@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from facelab.tuning import Layout
 from facelab.video.source import FolderFrames, FrameSource, VideoSource
@@ -45,3 +45,10 @@ def cluster_executor(address: str, root: Path, workers: int, source: FrameSource
     return RayExecutor(address, root, workers=workers, init=init, initargs=initargs,
                        inputs=[*shared, *inputs],
                        item_inputs=item_inputs or names_in(source))
+
+
+class Cluster(NamedTuple):
+    """A stage's cluster: its address and the layout joined there."""
+
+    address: str
+    layout: Layout

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from facelab import locks
+from facelab.cluster.stages import Cluster, cluster_executor, cluster_layout
 from facelab.device import choose_precision, resolve_device
 from facelab.errors import FacelabError
 from facelab.executor import Executor, create_executor, default_workers
@@ -41,6 +42,7 @@ from facelab.merge.jobs import (
     face_jobs,
     without_mesh,
 )
+from facelab.merge.on_cluster import item_inputs, worker_inputs
 from facelab.merge.options import MergeOptions
 from facelab.merge.predictor import ModelInfo, model_info
 from facelab.merge.ranges import Range, load_ranges, options_for
@@ -125,7 +127,7 @@ def merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter
           device: str = "auto", frames_spec: str | None = None, debug: bool = False,
           workers: int | None = None, precision: str = "auto", force: bool = False,
           to_video: bool | None = None, video: VideoOutput | None = None,
-          ignore_ranges: bool = False) -> MergeReport:
+          ignore_ranges: bool = False, cluster: str | None = None) -> MergeReport:
     """Merge the dst frames with model `model_name`; returns what was done. `precision` of
     the prediction: auto = bf16 on a CPU where it measured faster (1.56× less CPU per face
     for quick96 here, 61 dB from fp32's output), on a GPU bf16/fp16; fp32 = exact. `force`
@@ -133,19 +135,21 @@ def merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter
     result video straight away (`video`: its format and file) instead of writing merged/;
     None: when dst was kept in its video and every frame is merged. Frames in the ranges
     of data_dst/merge.json (set in the studio, `merge/ranges.py`) take the options given
-    there over `opts`, unless `ignore_ranges`."""
+    there over `opts`, unless `ignore_ranges`. `cluster`: run the items on that Ray
+    cluster ("auto" or HOST:PORT; `facelab/cluster/`), joined before anything is touched."""
     opts.validate()
     ws.require()
     ranges = [] if ignore_ranges else load_ranges(ws)  # a damaged file: refused at once
+    on = Cluster(cluster, cluster_layout(cluster)) if cluster else None
     with locks.stage(ws.root, "merge", "the merge of this workspace", reporter):
         return _merge(ws, model_name, opts, reporter, device, frames_spec, debug, workers,
-                      precision, force, to_video, video or VideoOutput(), ranges)
+                      precision, force, to_video, video or VideoOutput(), ranges, on)
 
 
 def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporter,
            device: str, frames_spec: str | None, debug: bool, workers: int | None,
            precision: str, force: bool, to_video: bool | None, video: VideoOutput,
-           ranges: list[Range]) -> MergeReport:
+           ranges: list[Range], on: Cluster | None = None) -> MergeReport:
     reporter.status(f"Reading model '{model_name}' and the dst faces …")  # a long dst: seconds
     info = model_info(ws.model_dir, model_name)
     if opts.mode == "auto":  # the family's: a shaded meshswap face brings dst's light itself
@@ -234,7 +238,8 @@ def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporte
     setup = Setup(ws.model_dir, model_name, device, opts, out_dir, mask_dir, debug_dir,
                   Mark.synthetic(info.model_id), precision, source,
                   stream.spec if stream else None, segmenters)
-    _run(items, keys, setup, made, report, reporter, workers, device, info, recorded)
+    _run(items, keys, setup, made, report, reporter, workers, device, info, recorded,
+         (ws.root, on))
     if stream is not None:
         report.output, report.joined = finish_stream(ws, stream, out_dir, setup.mark,
                                                      reporter)
@@ -243,7 +248,8 @@ def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporte
 
 def _run(items: list[Item], keys: list[list[str]], setup: Setup, made: MergeRecord,
          report: MergeReport, reporter: Reporter, workers: int | None, device: str,
-         info: ModelInfo, recorded: dict[str, dict[str, Any]]) -> None:
+         info: ModelInfo, recorded: dict[str, dict[str, Any]],
+         cluster: tuple[Path, Cluster | None] = (Path(), None)) -> None:
     """The items through the worker pool, each recorded (under its frame or segment
     names, with its own settings where `recorded` has them) once its files are written
     and synced. Processes × threads: `workers` when given, else the layout measured
@@ -251,11 +257,18 @@ def _run(items: list[Item], keys: list[list[str]], setup: Setup, made: MergeReco
     trials; `tuning.py`), one process on a GPU."""
     total = sum(len(it.frames) for it in items)
 
+    root, on = cluster
+
     def start(layout: Layout) -> Executor:
+        if on is not None:
+            return cluster_executor(on.address, root, layout.workers, setup.source,
+                                    init=init, initargs=(setup, layout.threads),
+                                    inputs=worker_inputs(setup), item_inputs=item_inputs(setup))
         return create_executor(layout.workers, init=init, initargs=(setup, layout.threads),
                                preload=("facelab.merge.worker",))
 
-    layout = layout_for(workers) if workers is not None else None
+    layout = on.layout if on is not None else layout_for(workers) if workers is not None \
+        else None
     if layout is None and resolve_device(device).type != "cpu":
         layout = Layout(1, default_workers())  # one process feeds the GPU
     key = {"family": info.family, "resolution": info.resolution, "precision": setup.precision,
