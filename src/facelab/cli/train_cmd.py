@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from facelab.cli import train_launch
 from facelab.cli import train_prompts as prompts
 from facelab.cli.common import State, command, group, state, stop_on_signals
 from facelab.cli.options import build, cli_specs, flags, pick, with_flags
@@ -18,7 +19,7 @@ from facelab.lazy import lazy_module
 from facelab.meshswap.options import FAMILY as MESHSWAP
 from facelab.meshswap.options import MeshSwapOptions
 from facelab.train.models import DEFAULT_PRESET, ModelOptions
-from facelab.train.run_options import TrainOptions
+from facelab.train.run_options import Ranks, TrainOptions
 
 # PyTorch loads only when a command needs it, so `--help` and the other commands start fast
 backups = lazy_module("facelab.train.backups")
@@ -69,15 +70,21 @@ def train_cmd(
         model = _ask(st.ws.model_dir, opts.model_name, preset, model)
         model.setdefault("preset", preset)
         opts = _options(given, model)
-    reporter = _reporter(st)
-    # something at once: importing PyTorch and reading the faces take seconds
-    reporter.status(f"Loading PyTorch for model {opts.model_name!r} …")
+    ranks = Ranks.from_env()  # under torchrun: one rank of a data-parallel run
+    launching = opts.nproc > 1 and ranks.world == 1
+    reporter = _reporter(st) if ranks.lead else RichReporter(quiet=True)
+    if not launching:  # something at once: importing PyTorch and reading faces take seconds
+        reporter.status(f"Loading PyTorch for model {opts.model_name!r} …")
     try:
         # Ctrl-C and SIGTERM alike: save, then stop; SIGUSR1 save now, SIGUSR2 preview now
         with stop_on_signals(requests=True) as stop:
-            rep = trainer.train(st.ws, opts, reporter, stop)
+            rep = (train_launch.launch(st.ws.root, opts, stop, quiet=st.quiet,
+                                       verbose=st.verbose) if launching
+                   else trainer.train(st.ws, opts, reporter, stop))
     finally:
         reporter.end()
+    if not ranks.lead:
+        return
     last = rep.losses[-1] if rep.losses else None
     meshswap = rep.family == MESHSWAP
     loss = "" if last is None else (f", last refiner loss {last[0]:.4f}" if meshswap
@@ -87,9 +94,10 @@ def train_cmd(
                   f"index is the whole training; saved in {st.ws.model_dir}.")
         return
     how = "stopped" if rep.stopped else "reached its target" if rep.iteration else "ran"
+    where = rep.device if rep.ranks == 1 else f"{rep.ranks} ranks ({rep.device} on rank 0)"
     out.print(f"Model {rep.model_name!r} {how} at iteration {rep.iteration} "
               f"({rep.iteration - rep.start_iteration} this run, {rep.ms_per_iter:.0f} ms/iter "
-              f"on {rep.device}{loss}); saved in {st.ws.model_dir}.")
+              f"on {where}{loss}); saved in {st.ws.model_dir}.")
 
 
 class _LoggedStatus(RichReporter):

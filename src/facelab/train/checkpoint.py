@@ -117,6 +117,17 @@ def _check_finite(name: str, what: str, tensors: dict[str, torch.Tensor]) -> Non
                             "(the training diverged); the last save is kept.")
 
 
+def check_savable(name: str, model: torch.nn.Module,
+                  optimizer: torch.optim.Optimizer | None) -> None:
+    """Raise `NonFinite` as `save` would, writing nothing: a data-parallel rank that does not
+    write refuses the same saves as rank 0, so both roll back alike."""
+    opt_tensors: dict[str, torch.Tensor] = {}
+    if optimizer is not None:
+        _split(optimizer.state_dict(), "opt", opt_tensors)
+    _check_finite(name, "weight", dict(model.state_dict()))
+    _check_finite(name, "optimizer value", opt_tensors)
+
+
 def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     # clone so tied weights do not share storage (safetensors refuses shared tensors)
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}

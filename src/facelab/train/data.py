@@ -8,7 +8,9 @@ a segmenter mask (`facelab mask apply`) is trained masked: its occluded pixels l
 sample's mask, so the losses ignore them (warp.render).
 
 `make_loader` serves src and dst together (one batch dict per step), because yaw-sorted
-src feeding needs dst's yaws and a trainer always steps both sides at once.
+src feeding needs dst's yaws and a trainer always steps both sides at once. Every sample has
+its own generator, drawn from (seed, batch, side, place in the global batch), so a rank of a
+data-parallel run (`shard`) builds its slice of global batch i without the other samples.
 """
 
 from __future__ import annotations
@@ -218,17 +220,20 @@ class _Epochs:
 
 
 class PairStream(IterableDataset):
-    """Endless batches; each worker has its own generator seeded by (seed, worker id)."""
+    """Endless batches: rank r of `shard` (r, N) serves places r·b … r·b+b−1 of the global
+    batches of N·b samples, each sample drawn from its own generator."""
 
     def __init__(self, src: Faceset, dst: Faceset | None, batch_size: int,
-                 options: SampleOptions, start: int = 0) -> None:
+                 options: SampleOptions, start: int = 0, shard: tuple[int, int] = (0, 1)
+                 ) -> None:
         super().__init__()
         self.src, self.dst, self.batch_size, self.options = src, dst, batch_size, options
-        self.start = start
+        self.start, self.shard = start, shard
 
-    def _side(self, faces: Faceset, idx: list[int], rng: np.random.Generator,
+    def _side(self, faces: Faceset, idx: list[int], rngs: list[np.random.Generator],
               scale: float, side: str) -> tuple[list[np.ndarray], list[str]]:
-        samples = [faces.sample(i, rng, self.options, scale, as_uint8=True) for i in idx]
+        samples = [faces.sample(i, rng, self.options, scale, as_uint8=True)
+                   for i, rng in zip(idx, rngs, strict=True)]
         inputs, targets, masks = (np.stack([s[k] for s in samples]) for k in (1, 0, 2))
         arrays = [inputs, targets, np.ascontiguousarray(masks[:, :1])]
         names = [side, f"{side}_target", f"{side}_mask"]
@@ -255,6 +260,8 @@ class PairStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         o, n = self.options, self.batch_size
+        rank, ranks = self.shard
+        places = range(rank * n, rank * n + n)  # this rank's places in the global batch
         src_order = _Epochs(len(self.src), o.seed, 0)
         dst_order = _Epochs(len(self.dst), o.seed, 1) if self.dst else None
         yaw = (YawMatcher(self.src.yaws, self.dst.yaws, o.yaw_bins)
@@ -262,12 +269,14 @@ class PairStream(IterableDataset):
         # DataLoader takes batches from its workers in turn, so worker w builds batches
         # start + w, start + w + W, …: the stream's order is the batch index's order
         for i in itertools.count(self.start + worker, workers):
-            rng = rng_for(o.seed, 1, i)
-            idx = [yaw.draw(rng) for _ in range(n)] if yaw else src_order.take(i * n, n)
-            arrays, names = self._side(self.src, idx, rng, o.src_scale, "src")
+            first = i * n * ranks + rank * n  # this slice's place in the endless stream
+            rngs = [rng_for(o.seed, 1, i, 0, j) for j in places]
+            idx = ([yaw.draw(rng) for rng in rngs] if yaw else src_order.take(first, n))
+            arrays, names = self._side(self.src, idx, rngs, o.src_scale, "src")
             if self.dst and dst_order:
-                more, more_names = self._side(self.dst, dst_order.take(i * n, n), rng, 0.0,
-                                              "dst")
+                more, more_names = self._side(self.dst, dst_order.take(first, n),
+                                              [rng_for(o.seed, 1, i, 1, j) for j in places],
+                                              0.0, "dst")
                 arrays, names = arrays + more, names + more_names
             yield self._pack(arrays, names)
 
@@ -281,24 +290,31 @@ def _worker_init(_: int) -> None:
 
 
 def make_loader(src: Faceset, dst: Faceset | None, batch_size: int, options: SampleOptions,
-                workers: int = 2, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+                workers: int = 2, start: int = 0, shard: tuple[int, int] = (0, 1)
+                ) -> Iterator[dict[str, torch.Tensor]]:
     """An endless iterator of batches: dict(src, src_target, src_mask[, dst, dst_target,
     dst_mask]) (plus src_em/dst_em with `eyes_mouth`, src_keep/dst_keep for a faceset with
     segmenter masks), float32 BGR CHW in [0, 1], from
     batch number `start` on. Batch i depends only on the seed and i, not on the worker
-    count or where the run started (so a resumed run is exact).
+    count or where the run started (so a resumed run is exact). `shard` (rank, ranks): this
+    rank's `batch_size` samples of global batch i (ranks · batch_size samples), the same
+    samples one rank with that global batch would draw there.
 
     Workers build whole batches (no per-sample collation) and prefetch a few each, so a
     training step rarely waits; workers=0 builds them in the caller's process.
     """
+    total = batch_size * shard[1]
     for faces in (src, dst):
-        if faces is not None and batch_size > len(faces):
-            raise FacelabError(f"Batch size {batch_size} is larger than the {len(faces)} faces "
-                               f"in {faces.name}: lower the batch size or extract more faces.")
+        if faces is not None and total > len(faces):
+            ranks = f" ({shard[1]} ranks × {batch_size})" if shard[1] > 1 else ""
+            raise FacelabError(f"Batch size {total}{ranks} is larger than the {len(faces)} "
+                               f"faces in {faces.name}: lower the batch size or extract more "
+                               "faces.")
     if batch_size < 1:
         raise FacelabError(f"Batch size {batch_size} is too small: use 1 or more.")
     loader = DataLoader(
-        PairStream(src, dst, batch_size, options, start), batch_size=None, num_workers=workers,
+        PairStream(src, dst, batch_size, options, start, shard), batch_size=None,
+        num_workers=workers,
         pin_memory=False, persistent_workers=workers > 0, worker_init_fn=_worker_init,
         prefetch_factor=4 if workers > 0 else None,
         # spawn, not fork: a forked child inherits OpenCV's and the runtimes' thread pools

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,31 +33,12 @@ from facelab.errors import FacelabError
 from facelab.progress import Reporter
 from facelab.train.checkpoint import NonFinite
 from facelab.train.guard import LR_FACTOR, MAX_COLLAPSES, SPAN, Guard
-from facelab.train.run_options import TrainOptions
+from facelab.train.run_options import TrainOptions, TrainReport
 
 HISTORY_LIMIT = 2000  # logged loss points kept in the save (for the plot and `model info`)
 RECENT = 25  # steps the status line's ms/iter is measured over
 
 LogFn = Callable[[int, float, float, float], None]  # iteration, ms/iter, src loss, dst loss
-
-
-@dataclass
-class TrainReport:
-    """What a run did; `losses` holds (src, dst) of every iteration of this run (a family
-    with one loss, like meshswap's refiner, puts it in both)."""
-
-    model_name: str
-    options: Any  # the family's options: ModelOptions (sae), MeshSwapOptions (meshswap)
-    start_iteration: int
-    iteration: int
-    resumed: bool
-    stopped: bool  # by `stop`, not by reaching the target
-    device: str
-    ms_per_iter: float
-    losses: list[tuple[float, float]] = field(default_factory=list)
-    preview: Path | None = None
-    precision: str = "fp32"
-    family: str = "sae"
 
 
 class Family(Protocol):

@@ -2,10 +2,14 @@
 
 Here, without PyTorch, so `facelab train --help` is generated from these fields quickly; the
 trainer re-exports it. Checked on construction, so a library caller gets the CLI's checks.
+`Ranks` (this process's place in a data-parallel run) and `TrainReport` are here too, so the
+`--nproc` launcher (cli/train_launch.py) needs no PyTorch either.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,11 @@ from facelab.train.models import ModelOptions
 
 DEVICE_HELP = ("auto picks the best GPU PyTorch sees (cuda for NVIDIA and AMD, xpu, mps; the "
                "one with most free memory), else the CPU; or cpu, or cuda:N. With several "
-               "GPUs one is used (data-parallel comes later).")
+               "GPUs one is used unless --nproc (or torchrun) starts one rank per GPU.")
+NPROC_HELP = ("Train data-parallel in N processes (ranks) on this machine, one GPU each (auto: "
+              "GPU 0 … N-1) or all on the CPU. The batch size is per rank: the update is the "
+              "one of a global batch of N × batch size, as one process would train it. For "
+              "several machines start `facelab train` under torchrun instead.")
 
 
 @dataclass
@@ -69,6 +77,8 @@ class TrainOptions:
         None, above=0, help="Adam's learning rate, changeable on any run (default: the "
         "model's, which a run lowers when its loss collapses, else 5e-5 for SAE models and "
         "1e-3 for meshswap's refiner). Too high diverges: the run rolls back and halves it.")
+
+    nproc: int = option(1, range=(1, None), help=NPROC_HELP)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -123,3 +133,65 @@ def check_family_options(family: str, overrides: dict[str, Any]) -> None:
         what = f"{'is not an option' if one else 'are not options'} of SAE-family models"
     raise FacelabError(f"{names} {what}; leave {'it' if one else 'them'} out or train "
                        "another model.")
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a data-parallel run; one rank alone without torchrun's
+    variables (or with WORLD_SIZE 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local: int = 0  # LOCAL_RANK: which GPU of its machine
+
+    @property
+    def lead(self) -> bool:
+        """Rank 0: the one that writes (saves, previews, logs, the lock)."""
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Ranks:
+        if "WORLD_SIZE" not in env:
+            return cls()
+        try:
+            rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+            local = int(env.get("LOCAL_RANK", rank))
+        except (KeyError, ValueError):
+            raise FacelabError("RANK, WORLD_SIZE and LOCAL_RANK must be whole numbers, as "
+                               "torchrun sets them.") from None
+        if world < 1 or not 0 <= rank < world or local < 0:
+            raise FacelabError(f"RANK {rank} does not fit WORLD_SIZE {world}.")
+        return cls(rank, world, local)
+
+    @classmethod
+    def of_run(cls, nproc: int) -> Ranks:
+        """This process's rank in a run of `--nproc` ranks: one line when they do not fit."""
+        ranks = cls.from_env()
+        if ranks.world == 1 and nproc > 1:
+            raise FacelabError(f"--nproc {nproc} starts its ranks from the command line "
+                               "(`facelab train --nproc`); a library caller starts them "
+                               "itself, as torchrun does.")
+        if ranks.world > 1 and nproc not in (1, ranks.world):
+            raise FacelabError(f"--nproc {nproc} does not fit the {ranks.world} ranks this "
+                               "run was started with: leave --nproc out under torchrun.")
+        return ranks
+
+
+@dataclass
+class TrainReport:
+    """What a run did; `losses` holds (src, dst) of every iteration of this run (a family
+    with one loss, like meshswap's refiner, puts it in both)."""
+
+    model_name: str
+    options: Any  # the family's options: ModelOptions (sae), MeshSwapOptions (meshswap)
+    start_iteration: int
+    iteration: int
+    resumed: bool
+    stopped: bool  # by `stop`, not by reaching the target
+    device: str
+    ms_per_iter: float
+    losses: list[tuple[float, float]] = field(default_factory=list)
+    preview: Path | None = None
+    precision: str = "fp32"
+    family: str = "sae"
+    ranks: int = 1  # processes that trained it data-parallel

@@ -10,7 +10,7 @@ recomputation in the encoder and decoders.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -142,6 +142,8 @@ class TrainStep:
             self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=BETAS)
         self.scaler = (torch.amp.GradScaler(device.type)
                        if needs_grad_scaler(device, precision) else None)
+        # data-parallel (ddp.StepSync): gradients and (src, dst) losses → the ranks' means
+        self.sync: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def forward_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(src, dst) losses with the graph kept, for `backward` (or a FLOP counter)."""
@@ -159,12 +161,13 @@ class TrainStep:
         src, dst = self.forward_losses(batch)
         self.optimizer.zero_grad(set_to_none=True)
         total = src + dst
+        (total if self.scaler is None else self.scaler.scale(total)).backward()
+        if self.sync is not None:  # before the step, so every rank steps alike
+            src, dst = self.sync(torch.stack([src.detach().float(), dst.detach().float()]))
         if self.scaler is not None:
-            self.scaler.scale(total).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            total.backward()
             self.optimizer.step()
         return src.item(), dst.item()
 

@@ -14,6 +14,9 @@ Pretraining (`pretrain_faces`) trains both sides on one folder of many people's 
 DeepFaceLab's forced settings (no warp, flips, no style, uniform yaw). The first run without it
 starts the pair from iteration 0 with fresh inter layers and optimizer, keeping the encoder
 and decoders, as DeepFaceLab does; the pretrained save is kept as a backup.
+
+Under torchrun (or `facelab train --nproc N`) every rank runs all of this on its slice of
+each batch, the gradients averaged in ddp.py; rank 0 alone holds the lock and writes.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from facelab.device import (
     resolve_device,
 )
 from facelab.errors import FacelabError
-from facelab.progress import Reporter
+from facelab.progress import NullReporter, Reporter
 from facelab.train import checkpoint
 from facelab.train.data import Faceset, SampleOptions, make_loader
 from facelab.train.loop import (
@@ -51,7 +54,7 @@ from facelab.train.loop import (
 )
 from facelab.train.models import DEFAULT_PRESET, ModelOptions, build_model, preset
 from facelab.train.preview import fixed_faces, write_history, write_preview
-from facelab.train.run_options import MESHSWAP, TrainOptions, check_family_options
+from facelab.train.run_options import MESHSWAP, Ranks, TrainOptions, check_family_options
 from facelab.train.saved import SavedModel, fixed_of, read_saved
 from facelab.train.step import LR, TrainStep
 from facelab.workspace import Workspace
@@ -134,10 +137,15 @@ def train(
     facelab.meshswap.train through the same loop; every other model is SAE's. Running out
     of memory anywhere (building, loading, stepping) becomes one FacelabError line naming
     what to reduce; the last save is untouched. A second run on the same model while this
-    one runs (another process) is refused in one line (`locks.Busy`).
+    one runs (another process) is refused in one line (`locks.Busy`). Under torchrun's
+    variables this process is one rank of a data-parallel run (ddp.py): a rank other than
+    0 reports nothing and writes nothing.
     """
     name = opts.model_name
     checkpoint.check_name(name)
+    ranks = Ranks.of_run(opts.nproc)
+    if not ranks.lead:
+        return _train(ws, opts, NullReporter(), stop, None, ranks)
     folder = ws.model_dir
     check_writable(folder, folder / f"{name}_backups", folder / f"{name}_history")
     with contextlib.ExitStack() as held:
@@ -150,13 +158,16 @@ def train(
             reporter.info(f"Model {name!r} was left by a run that ended without finishing "
                           f"(pid {stale.get('pid', '?')}); taking it over.")
         held.callback(reporter.status, "")  # however it ends, its status line goes
-        return _train(ws, opts, reporter, stop, on_log)
+        return _train(ws, opts, reporter, stop, on_log, ranks)
 
 
 def _train(ws: Workspace, opts: TrainOptions, reporter: Reporter,
-           stop: threading.Event | None, on_log: LogFn | None) -> TrainReport:
-    """`train` once the model is this process's to write."""
+           stop: threading.Event | None, on_log: LogFn | None, ranks: Ranks) -> TrainReport:
+    """`train` once the model is this process's to write (or, rank > 0, to train)."""
     if _family(ws.model_dir, opts) == MESHSWAP:
+        if ranks.world > 1:
+            raise FacelabError("Meshswap models train in one process: leave out --nproc "
+                               "(or torchrun).")
         from facelab.meshswap.train import train_meshswap
 
         return train_meshswap(ws, opts, reporter, stop, on_log)
@@ -166,8 +177,17 @@ def _train(ws: Workspace, opts: TrainOptions, reporter: Reporter,
         return out_of_memory_message(mo.batch_size, mo.resolution, mo.ae_dims,
                                      resolve_device(opts.device))
 
-    return out_of_memory_guard(
-        lambda: _run(_setup(ws, opts, reporter), opts, reporter, stop, on_log), message)
+    def run() -> TrainReport:
+        return out_of_memory_guard(
+            lambda: _run(_setup(ws, opts, reporter, ranks), opts, reporter, stop, on_log),
+            message)
+
+    if ranks.world == 1:  # nothing of torch.distributed
+        return run()
+    from facelab.train import ddp
+
+    with ddp.process_group(ranks, ddp.device_for(opts.device, ranks)):
+        return run()
 
 
 @dataclass
@@ -190,9 +210,10 @@ class _Setup:
     forward: nn.Module  # the model, or its torch.compile'd form
     lr: float
     fresh: bool  # not (yet) the model on disk: new, or just left pretraining
+    ranks: Ranks
 
 
-def _setup(ws: Workspace, opts: TrainOptions, reporter: Reporter) -> _Setup:
+def _setup(ws: Workspace, opts: TrainOptions, reporter: Reporter, ranks: Ranks) -> _Setup:
     """Everything before the first step, in the order that makes a resume exact (the seed,
     the network, then the save's weights, optimizer and RNG states)."""
     folder = ws.model_dir
@@ -204,8 +225,13 @@ def _setup(ws: Workspace, opts: TrainOptions, reporter: Reporter) -> _Setup:
     if pretrain:  # DeepFaceLab's forced settings while pretraining
         mo = mo.override(face_style_power=0.0, bg_style_power=0.0, sort_by_yaw=False,
                          random_flip=True)
-    device = resolve_device(opts.device)
-    precision, why = choose_precision(opts.precision, device)
+    if ranks.world == 1:
+        device = resolve_device(opts.device)
+        precision, why = choose_precision(opts.precision, device)
+    else:  # GPU LOCAL_RANK; a measured precision is rank 0's on all
+        from facelab.train import ddp
+
+        device, precision, why = ddp.device_and_precision(opts.device, opts.precision, ranks)
     reporter.status("Reading the faces …")
     src_faces, dst_faces = _facesets(ws, mo, opts)
     for faces in dict.fromkeys((src_faces, dst_faces)):  # pretraining: one set, said once
@@ -230,41 +256,50 @@ def _setup(ws: Workspace, opts: TrainOptions, reporter: Reporter) -> _Setup:
     fresh = saved is None
     if state.get("pretrain") and not pretrain:
         done = int(state.get("iteration", 0))
-        checkpoint.save(folder, name, model, step.optimizer, state, arch=mo.arch,
-                        fixed_options=fixed_of(mo), keep_backups=max(1, opts.keep_backups),
-                        backup=True)
+        if ranks.lead:
+            checkpoint.save(folder, name, model, step.optimizer, state, arch=mo.arch,
+                            fixed_options=fixed_of(mo), keep_backups=max(1, opts.keep_backups),
+                            backup=True)
         _reinit_inter(model)
         step = TrainStep(model, mo, device, precision, lr=lr, forward=forward)  # type: ignore[arg-type]
         state, fresh = {"iteration": 0, "history": []}, True
         reporter.info(f"Leaving pretraining after {done} iterations (kept as a backup): "
                       "training the pair from iteration 0 with fresh inter layers.")
     it = int(state.get("iteration", 0))
+    was = int(state.get("ranks", 1))
+    if saved is not None and was != ranks.world and it:
+        reporter.info(f"Model {name!r} trained on {was} rank(s) until now, on {ranks.world} "
+                      "from here: its global batch changes with the rank count.")
     if mo.target_iteration and it >= mo.target_iteration:
         raise FacelabError(
             f"Model {name!r} is already at iteration {it}, the target "
             f"{mo.target_iteration}: raise --target-iteration or set 0 for unlimited."
         )
     return _Setup(folder, name, mo, pretrain, saved is not None, device, precision, why,
-                model, step, state, src_faces, dst_faces, forward, lr, fresh)
+                model, step, state, src_faces, dst_faces, forward, lr, fresh, ranks)
 
 
 class _Sae:
     """The SAE family's part of a run (`loop.Family`): batches from the sample loader,
-    TrainStep, saves and the 5-row preview."""
+    TrainStep, saves and the 5-row preview. Data-parallel (`sync`), a rank other than 0
+    checks what a save would refuse (so it rolls back with rank 0) and writes nothing."""
 
     def __init__(self, setup: _Setup, opts: TrainOptions, start: int,
-                 warn: Callable[[str], None]) -> None:
+                 warn: Callable[[str], None], sync: Any = None) -> None:
         self.setup = setup
         self.opts = opts
         self.warn = warn
+        self.sync = sync  # ddp.StepSync, data-parallel only
+        setup.step.sync = sync
         mo, pretrain = setup.mo, setup.pretrain
         sample_opts = SampleOptions(
             random_warp=not pretrain, random_flip=mo.random_flip,
             src_scale=0.0 if pretrain else mo.src_scale_mod / 100,
             yaw_sorted=mo.sort_by_yaw, eyes_mouth=mo.eyes_mouth_priority, seed=opts.seed,
         )
+        ranks = setup.ranks
         self.batches = make_loader(setup.src_faces, setup.dst_faces, mo.batch_size, sample_opts,
-                                   opts.workers, start)
+                                   opts.workers, start, (ranks.rank, ranks.world))
         self.preview_src = fixed_faces(setup.src_faces, PREVIEW_FACES,
                                        None if pretrain else opts.preview_src)
         self.preview_dst = fixed_faces(setup.dst_faces, len(self.preview_src),
@@ -286,10 +321,17 @@ class _Sae:
         r = self.setup
         doc = {"iteration": iteration, "options": asdict(r.mo), "history": history,
                "pretrain": r.pretrain, "family": FAMILY, "lr": self.lr}
-        checkpoint.save(
-            r.folder, r.name, r.model, r.step.optimizer, doc, arch=r.mo.arch,
-            fixed_options=fixed_of(r.mo), keep_backups=self.opts.keep_backups, backup=backup,
-        )
+        if r.ranks.world > 1:
+            doc["ranks"] = r.ranks.world  # a resume on another count changes the batches
+        if r.ranks.lead:
+            checkpoint.save(
+                r.folder, r.name, r.model, r.step.optimizer, doc, arch=r.mo.arch,
+                fixed_options=fixed_of(r.mo), keep_backups=self.opts.keep_backups,
+                backup=backup)
+        else:
+            checkpoint.check_savable(r.name, r.model, r.step.optimizer)
+        if self.sync is not None:
+            self.sync.saved()
         self.initial = None  # from now on the save is where a collapse goes back to
 
     def rollback(self) -> int:
@@ -304,6 +346,7 @@ class _Sae:
         r.model.load_state_dict(self.initial)
         r.step = TrainStep(r.model, r.mo, r.device, r.precision, lr=lr,
                            forward=r.forward)  # type: ignore[arg-type]
+        r.step.sync = self.sync
         return self.start
 
     @property
@@ -315,6 +358,8 @@ class _Sae:
 
     def preview(self, iteration: int, history: list[list[float]]) -> None:
         r = self.setup
+        if not r.ranks.lead:
+            return
         write_preview(self.preview_path, r.model, self.preview_src, self.preview_dst, history)
         if r.mo.preview_history:
             write_history(self.history_dir, iteration, r.model, self.preview_src,
@@ -333,22 +378,30 @@ def _run(setup: _Setup, opts: TrainOptions, reporter: Reporter, stop: threading.
     start = int(r.state.get("iteration", 0))
     reporter.status(f"Starting {opts.workers} sample worker(s) …" if opts.workers
                     else "Preparing samples …")
-    family = _Sae(r, opts, start, reporter.warn)
+    world, sync, loop_opts, loop_stop = r.ranks.world, None, opts, stop
+    if world > 1:  # the ranks agree on stops, saves and previews through the step's sums
+        from facelab.train.ddp import agreeing
+
+        sync, loop_opts, loop_stop = agreeing(opts, r.ranks, r.model.parameters(), stop)
+    family = _Sae(r, opts, start, reporter.warn, sync)
+    batch = (f"batch {r.mo.batch_size}" if world == 1 else
+             f"{world} ranks × batch {r.mo.batch_size} = {world * r.mo.batch_size}")
     reporter.info(
         f"{'Resuming' if start else 'Creating'} model {r.name!r} ({r.mo.preset}, "
         f"{r.mo.arch}, resolution {r.mo.resolution}) at iteration {start} on "
-        f"{describe(r.device)}, batch {r.mo.batch_size}, {r.precision} "
+        f"{describe(r.device)}, {batch}, {r.precision} "
         f"({r.precision_reason}){lr_note(r.lr, LR)}"
         f"{', pretraining on ' + r.src_faces.name if r.pretrain else ''}."
     )
     reporter.status("Waiting for the first batch …")
     r.model.train()
-    loop = Loop(family, opts, reporter, on_log, start=start,
+    loop = Loop(family, loop_opts, reporter, on_log, start=start,
                 history=list(r.state.get("history", [])), target=r.mo.target_iteration)
-    done = loop.run(stop)
+    done = loop.run(loop_stop)
     return TrainReport(
         model_name=r.name, options=r.mo, start_iteration=done.start, iteration=done.iteration,
         resumed=r.resumed, stopped=done.stopped, device=str(r.device),
         ms_per_iter=done.ms_per_iter, losses=done.losses,
         preview=family.preview_path if done.previewed else None, precision=r.precision,
+        ranks=world,
     )
