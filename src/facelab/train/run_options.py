@@ -25,7 +25,7 @@ DEVICE_HELP = ("auto picks the best GPU PyTorch sees (cuda for NVIDIA and AMD, x
                "one with most free memory), else the CPU; or cpu, or cuda:N. With several "
                "GPUs one is used unless --nproc (or torchrun) starts one rank per GPU.")
 NPROC_HELP = ("Train data-parallel in N processes (ranks) on this machine, one GPU each (auto: "
-              "GPU 0 … N-1) or all on the CPU. The batch size is per rank: the update is the "
+              "GPUs 0 to N-1) or all on the CPU. The batch size is per rank: the update is the "
               "one of a global batch of N × batch size, as one process would train it. For "
               "several machines start `facelab train` under torchrun instead.")
 
