@@ -9,10 +9,18 @@ import pytest
 
 from facelab.video.source import open_frames
 from facelab.workspace import Workspace
-from tests.conftest import assert_one_line_error, put_video
+from tests.conftest import assert_one_line_error, put_video, run_facelab, run_in_process
 
 pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
 
+
+
+@pytest.fixture
+def facelab():
+    """The CLI in this process (conftest.run_in_process: same parsing, output, one-line
+    errors and exit status): these tests are about the commands; test_not_a_video runs a real
+    process."""
+    return run_in_process
 
 def no_result(ws: Path) -> None:
     leftovers = [p.name for p in ws.glob("*result*")] + [p.name for p in ws.glob(".*part*")]
@@ -29,9 +37,9 @@ def test_missing_workspace(facelab, tmp_path):
     assert_one_line_error(res, "workspace")
 
 
-def test_not_a_video(facelab, workspace):
+def test_not_a_video(workspace):
     (workspace / "data_dst.mp4").write_bytes(b"this is text, not a video\n" * 100)
-    res = facelab("-w", workspace, "video", "extract", "dst")
+    res = run_facelab("-w", workspace, "video", "extract", "dst")
     assert_one_line_error(res, "data_dst.mp4", "not a video")
     assert not list((workspace / "data_dst").glob("*.png"))
 

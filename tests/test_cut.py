@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from facelab.video.probe import exact_rate
-from tests.conftest import assert_one_line_error, run_facelab
+from tests.conftest import assert_one_line_error, run_facelab, run_in_process
 
 pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
 
@@ -122,7 +122,7 @@ def test_cut_is_frame_exact(clip: str, start: Fraction | None, end: Fraction | N
         src_n = src_n or sum(1 for _ in c.decode(v))
     args = [*(["--from", tc(start)] if start is not None else []),
             *(["--to", tc(end)] if end is not None else [])]
-    res = run_facelab("video", "cut", src, *args, "-q")
+    res = run_in_process("video", "cut", src, *args, "-q")
     assert res.rc == 0, res.err
     out = tmp_path / f"{src.stem}_cut{src.suffix}"
     lines = res.out.strip().splitlines()
@@ -196,7 +196,7 @@ def peak_hz(path: Path) -> float:
 def test_chosen_audio_track_is_the_one_kept(grid_b: Path, tmp_path: Path) -> None:
     src = two_track_clip(grid_b, tmp_path / "two.mov")
     out = tmp_path / "two_cut.mov"
-    res = run_facelab("video", "cut", src, "--from", "00:00:01.000", "--to", "00:00:02.500",
+    res = run_in_process("video", "cut", src, "--from", "00:00:01.000", "--to", "00:00:02.500",
                       "--audio-track", "1", "-q")
     assert res.rc == 0, res.err
     assert "audio track 1 (pcm_s16le copied)" in res.out
@@ -205,7 +205,7 @@ def test_chosen_audio_track_is_the_one_kept(grid_b: Path, tmp_path: Path) -> Non
     assert abs(got.audio[0].duration_s - 1.5) <= 1 / 25
     assert abs(peak_hz(out) - 440) < 5
 
-    res = run_facelab("video", "cut", src, "--from", "00:00:01.000", "--to", "00:00:02.500",
+    res = run_in_process("video", "cut", src, "--from", "00:00:01.000", "--to", "00:00:02.500",
                       "--audio-track", "0", "-q")
     assert res.rc == 0, res.err
     assert "audio track 0 (mp2 encoded to aac)" in res.out  # mov takes no mp2
@@ -219,9 +219,9 @@ def test_chosen_audio_track_is_the_one_kept(grid_b: Path, tmp_path: Path) -> Non
 def test_old_cut_moves_to_trash(grid_b: Path, tmp_path: Path) -> None:
     src = copy_in(grid_b, tmp_path)
     out = tmp_path / "speaker_b_cut.mpg"
-    assert run_facelab("video", "cut", src, "--to", "00:00:01.000", "-q").rc == 0
+    assert run_in_process("video", "cut", src, "--to", "00:00:01.000", "-q").rc == 0
     first = sha256(out)
-    res = run_facelab("video", "cut", src, "--from", "00:00:02.000", "-q")
+    res = run_in_process("video", "cut", src, "--from", "00:00:02.000", "-q")
     assert res.rc == 0, res.err
     (trashed,) = (tmp_path / ".trash").glob("*/speaker_b_cut.mpg")
     assert sha256(trashed) == first
@@ -246,7 +246,7 @@ def test_bad_input_is_one_line(args: list[str], words: list[str], grid_b: Path,
                                tmp_path: Path) -> None:
     src = copy_in(grid_b, tmp_path)
     before = sha256(src)
-    assert_one_line_error(run_facelab("video", "cut", src, *args), *words)
+    assert_one_line_error(run_in_process("video", "cut", src, *args), *words)
     assert sha256(src) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]  # no output, no temp
 
@@ -256,7 +256,7 @@ def test_missing_file_and_not_a_video(tmp_path: Path) -> None:
                           "does not exist")
     text = tmp_path / "notes.mp4"
     text.write_text("not a video\n")
-    assert_one_line_error(run_facelab("video", "cut", text), "notes.mp4", "not a video")
+    assert_one_line_error(run_in_process("video", "cut", text), "notes.mp4", "not a video")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.mp4"]
 
 

@@ -12,12 +12,20 @@ import pytest
 
 from facelab.faces.faceimage import read_face, read_meta
 from facelab.faces.facetype import transform_points
-from tests.conftest import assert_one_line_error, data_file, put_video
+from tests.conftest import assert_one_line_error, data_file, put_video, run_facelab, run_in_process
 
 pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
 
 pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 (installed by `make test`)")
 
+
+
+@pytest.fixture
+def facelab():
+    """The CLI in this process (conftest.run_in_process): these tests are about the
+    command; the tests about the process (FFmpeg's own stderr, a lock held by another
+    process) and the module's fixture run real processes."""
+    return run_in_process
 
 @pytest.fixture(scope="module")
 def dst_done(tmp_path_factory, request) -> Path:
@@ -121,7 +129,7 @@ def _face_frames(folder: Path, count: int) -> list[Path]:
     return frames
 
 
-def test_corrupt_frames_are_skipped_listed_and_quiet(facelab, workspace):
+def test_corrupt_frames_are_skipped_listed_and_quiet(workspace):
     """Two cut-short PNGs and a garbage file among good frames: the good ones are extracted
     in one run, the bad ones listed, one line and exit 3 ("kept what was readable"), and
     nothing of OpenCV's or libpng's on the terminal. 9 frames: the worker pool's path."""
@@ -137,7 +145,7 @@ def test_corrupt_frames_are_skipped_listed_and_quiet(facelab, workspace):
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"half")
 
-    res = facelab("-w", workspace, "extract", "dst")
+    res = run_facelab("-w", workspace, "extract", "dst")
     assert res.rc == 3, res
     assert_one_line_error(res, "3 of the 9 dst frames could not be read",
                           "aligned_unreadable.txt")
@@ -154,18 +162,18 @@ def test_corrupt_frames_are_skipped_listed_and_quiet(facelab, workspace):
     # the bad frames are not recorded as done: replaced, a rerun extracts just them
     for p in bad:
         p.write_bytes(frames[0].read_bytes())
-    res = facelab("-w", workspace, "extract", "dst")
+    res = run_facelab("-w", workspace, "extract", "dst")
     assert res.rc == 0, res.err
     assert "3 processed now" in res.out
     assert not (workspace / "data_dst" / "aligned_unreadable.txt").exists()
 
 
-def test_extraction_refused_while_another_process_holds_the_side(facelab, workspace):
+def test_extraction_refused_while_another_process_holds_the_side(workspace):
     from facelab import locks
 
     _face_frames(workspace / "data_src", 2)
     with locks.hold(workspace, "faces-src", "the src faces of this workspace"):
-        res = facelab("-w", workspace, "extract", "src")
+        res = run_facelab("-w", workspace, "extract", "src")
     assert_one_line_error(res, "src faces", "in use by", f"pid {os.getpid()}")
     assert not (workspace / "data_src" / "faces.json").exists()
     assert not list((workspace / "data_src" / "aligned").glob("*.jpg"))

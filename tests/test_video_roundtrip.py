@@ -12,10 +12,18 @@ import numpy as np
 import pytest
 
 from facelab.video.probe import probe
-from tests.conftest import put_video
+from tests.conftest import put_video, run_facelab, run_in_process
 
 pytestmark = pytest.mark.slow  # real footage or training (make test-fast skips it)
 
+
+
+@pytest.fixture
+def facelab():
+    """The CLI in this process (conftest.run_in_process: same parsing, output, one-line
+    errors and exit status): these tests are about the commands; test_grid_round_trip runs a real
+    process."""
+    return run_in_process
 
 def decode_all(path: Path) -> tuple[int, Fraction, float | None, list[np.ndarray]]:
     """Frame count, rate, audio seconds (decoded), first and last frames."""
@@ -32,9 +40,9 @@ def decode_all(path: Path) -> tuple[int, Fraction, float | None, list[np.ndarray
     return len(frames), rate, audio_s, [frames[0], frames[-1]]
 
 
-def test_grid_round_trip(facelab, workspace, grid_b):
+def test_grid_round_trip(workspace, grid_b):
     put_video(workspace, "dst", grid_b)
-    res = facelab("-w", workspace, "video", "extract", "dst", "--frames", "png")
+    res = run_facelab("-w", workspace, "video", "extract", "dst", "--frames", "png")
     assert res.rc == 0, res.err
     frames = sorted((workspace / "data_dst").glob("*.png"))
     assert len(frames) == 75
@@ -43,7 +51,7 @@ def test_grid_round_trip(facelab, workspace, grid_b):
     assert meta["fps"] == "25/1" and meta["frame_count"] == 75
     assert [a["codec"] for a in meta["audio"]] == ["mp2"]
 
-    res = facelab("video", "assemble", "--frames", workspace / "data_dst", "-w", workspace)
+    res = run_facelab("video", "assemble", "--frames", workspace / "data_dst", "-w", workspace)
     assert res.rc == 0, res.err
     result = workspace / "result.mp4"
     n, rate, audio_s, (first, last) = decode_all(result)
