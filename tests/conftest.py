@@ -82,6 +82,26 @@ def run_in_process(*args: str | os.PathLike[str], input: str | None = None) -> R
     return Result(res.exit_code, res.stdout, res.stderr)
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """PyTorch on `n` threads for a while: on a busy 2-core machine a second thread spins
+    at barriers and slows every step instead of speeding it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    with torch_threads(1):
+        yield
+
+
 @pytest.fixture
 def facelab():
     return run_facelab

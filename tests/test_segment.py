@@ -29,14 +29,7 @@ from facelab.segment.network import SegNet, load_segmenter, predict_masks, save_
 from facelab.segment.occluders import OCCLUDERS, occlude
 from tests.conftest import data_file
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a busy machine a second one spins and slows every step."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def drawn_face(size: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -27,7 +27,7 @@ from facelab.train.ddp import device_for
 from facelab.train.run_options import Ranks
 from facelab.train.trainer import TrainOptions, TrainReport, train
 from facelab.workspace import Workspace
-from tests.conftest import assert_one_line_error, data_file, run_facelab
+from tests.conftest import assert_one_line_error, data_file, run_facelab, torch_threads
 
 pytestmark = pytest.mark.slow  # real footage and training
 
@@ -41,10 +41,8 @@ ITERATIONS = 5  # the stop lands at 2 or 3 here: room to spare on a busy machine
 def one_thread() -> Iterator[None]:
     """The in-process runs on one thread, as each of 2 ranks on 2 cores gets: on a busy
     machine 2 threads' barriers made a step ten times slower, not faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ import contextlib
 import os
 import shutil
 import socket
-import sys
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,6 +29,7 @@ from typing import Any, TypeVar
 
 from facelab.cluster.relocate import Move, relocate
 from facelab.errors import FacelabError
+from facelab.faces.mediapipe_runtime import quiet_stderr  # fd 2 to /dev/null: any C++ logs
 from facelab.fsutil import atomic_path
 
 T = TypeVar("T")
@@ -62,7 +62,7 @@ def connect(address: str) -> dict[str, float]:
         kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                               "logging_level": "ERROR"}
         try:
-            with _quiet_stderr():
+            with quiet_stderr():  # Ray's C++ core logs past Python's logging
                 ray.init(address="local" if address == "auto" else address, **kw)
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -178,7 +178,7 @@ class RayExecutor:
             actor = ray.remote(num_cpus=1, max_restarts=RETRIES,
                                max_task_retries=RETRIES)(_Worker)
             folders = _folders(self.root)
-            with _quiet_stderr():  # Ray's note on restartable actors is for its developers
+            with quiet_stderr():  # Ray's note on restartable actors is for its developers
                 self._actors = [actor.remote(self.init, self.initargs, str(self.root),
                                              self._refs, folders)
                                 for _ in range(self.workers)]
@@ -250,21 +250,6 @@ class RayExecutor:
 
 
 _END = object()
-
-
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """File descriptor 2 to /dev/null for a moment: Ray's C++ core writes notes meant for
-    its developers there, past Python's logging."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _folders(root: Path, depth: int = 3) -> list[str]:
