@@ -1,8 +1,9 @@
 """Stages on a real Ray cluster (issue 19): a head and one worker node started here on
 127.0.0.1 alone (tests/ray_node.py; token authentication, as Ray now does by default).
 Extraction's outputs are byte for byte those of the local run, from PNG frames (sent with
-the items) and from a dst kept in its video (sent once to each worker); a Ray worker
-killed in the middle costs only its items, which run again; a wrong address is one line."""
+the items) and from a dst kept in its video (each item sent with the piece of the video
+that holds its frames, never the whole film); a Ray worker killed in the middle costs only
+its items, which run again; a wrong address is one line."""
 
 from __future__ import annotations
 
@@ -114,6 +115,62 @@ def test_extraction_on_the_cluster_is_the_local_one(cluster: str, aligned_faces:
     res = run_facelab("-w", kept, "extract", "dst", "--no-debug", "--cluster", cluster)
     assert res.rc == 0, res.err
     _same_tree(local / "aligned", kept / "data_dst" / "aligned")
+
+
+def test_frames_written_by_the_cluster_are_the_local_ones(cluster: str, tmp_path: Path
+                                                          ) -> None:
+    """`video extract --frames png --cluster`: the workers decode their pieces and encode
+    the images; the same files (subsampled src, then every dst frame as jpg), byte for
+    byte, as a local run's, and a rerun after losing some makes only those."""
+    runs = {}
+    for where in ("local", "cluster"):
+        ws = tmp_path / where
+        ws.mkdir()
+        put_video(ws, "src", data_file("grid/speaker_b.mpg"))
+        put_video(ws, "dst", data_file("grid/speaker_a_1.mpg"))
+        more = ["--cluster", cluster] if where == "cluster" else []
+        for args in (["src", "--fps", "10"], ["dst", "--frames", "jpg"]):
+            res = run_facelab("-w", ws, "video", "extract", *args, *more)
+            assert res.rc == 0, res.err
+        runs[where] = ws
+    for side in ("data_src", "data_dst"):
+        _same_tree(runs["local"] / side, runs["cluster"] / side)
+    src = runs["cluster"] / "data_src"
+    assert 20 < len(list(src.glob("*.png"))) < 75
+    for lost in sorted(src.glob("*.png"))[3:6]:
+        lost.unlink()
+    manifest = src / "frames.json"
+    manifest.write_text(manifest.read_text().replace('"complete": true', '"complete": false'))
+    res = run_facelab("-w", runs["cluster"], "video", "extract", "src", "--fps", "10",
+                      "--cluster", cluster)
+    assert res.rc == 0 and "(3 written now)" in res.out, res.out + res.err
+    _same_tree(runs["local"] / "data_src", src)
+
+
+def test_items_travel_with_their_piece_of_the_video_not_the_film(tmp_path: Path) -> None:
+    """What the driver sends for a dst kept in its video: no worker gets the film; each
+    item gets the piece that holds its frames (smaller than the film), and the workers'
+    source reads those pieces."""
+    from facelab.cluster.stages import PIECES, cluster_executor
+    from facelab.video.index import build_index
+    from facelab.video.segment import piece_span
+    from facelab.video.source import VideoSource
+
+    video = data_file("grid/speaker_a_1.mpg")
+    source = VideoSource(video, build_index(video))
+    ex = cluster_executor("auto", tmp_path, 2, source, init=print,
+                          initargs=("options", source, tmp_path))
+    assert video not in ex.inputs
+    assert ex.initargs[1].pieces == tmp_path / PIECES and ex.initargs[0] == "options"
+    covered = []
+    for chunk in source.chunks(source.names):
+        [(path, data)] = ex.item_inputs(chunk)
+        span = piece_span(path.name)
+        assert path.parent == tmp_path / PIECES and span is not None
+        assert len(data) < video.stat().st_size
+        covered += [n for n in chunk if source._ordinal(n) in span]
+    ex.close()
+    assert covered == source.names and len(source.chunks(source.names)) > 1
 
 
 def test_a_killed_worker_costs_only_its_items(cluster: str, tmp_path: Path) -> None:

@@ -82,6 +82,22 @@ def test_round_trip_is_bit_identical(tmp_path: Path) -> None:
     assert ckpt.exists(tmp_path, "m") and ckpt.list_models(tmp_path) == ["m"]
 
 
+def test_a_prediction_needs_only_the_weights_and_state(tmp_path: Path) -> None:
+    """A load without an optimizer (a merge, a cluster worker sent only those files)
+    works with the optimizer's file gone; a resume without it is refused."""
+    model, opt = _make(0)
+    _train(model, opt, 2)
+    _save(tmp_path, model, opt, 2)
+    (tmp_path / "m_optimizer.safetensors").unlink()
+    model2, _ = _make(1)
+    state = ckpt.load(tmp_path, "m", model2, None, expected_arch=ARCH, fixed_options=FIXED,
+                      warn=pytest.fail)
+    assert state["iteration"] == 2 and _same(model, model2)
+    model3, opt3 = _make(2)
+    with pytest.raises(FacelabError, match="optimizer"):
+        _load(tmp_path, model3, opt3, [])
+
+
 @pytest.mark.slow
 def test_resume_is_exact(tmp_path: Path) -> None:
     straight, opt = _make(7)

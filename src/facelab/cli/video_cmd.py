@@ -8,6 +8,7 @@ import typer
 from facelab.cli import cut_cmd, denoise_cmd
 from facelab.cli.common import command, group, state
 from facelab.cli.ui import out
+from facelab.cluster.stages import CLUSTER_HELP
 from facelab.errors import FacelabError
 from facelab.video.assemble import AssembleOptions, assemble
 from facelab.video.extract import ExtractOptions, extract_frames
@@ -47,6 +48,9 @@ def extract(
                                              "to add several clips of the same person."),
     force: bool = typer.Option(False, "--force", help="Extract again; old frames move to "
                                "WORKSPACE/.trash/."),
+    cluster: str | None = typer.Option(None, "--cluster", help=CLUSTER_HELP + " With "
+                                       "--frames png|jpg: the workers decode the video's "
+                                       "pieces and write the images."),
 ) -> None:
     """Make the frames of data_src.* / data_dst.* ready for the next stages: dst stays in its
     video (every frame's place recorded in data_dst/frames_index.json) unless --frames png
@@ -56,7 +60,8 @@ def extract(
     if fmt not in (None, "video", "png", "jpg"):
         raise FacelabError(f"--frames {fmt!r}: choose video, png or jpg.")
     st = state()
-    opts = ExtractOptions(fps=_rate(fps), fmt=fmt, force=force)  # type: ignore[arg-type]
+    opts = ExtractOptions(fps=_rate(fps), fmt=fmt, force=force,  # type: ignore[arg-type]
+                          cluster=cluster)
     rep = extract_frames(st.ws, side, inputs or None, opts, st.reporter)
     if rep.trashed_to:
         out.print(f"Old frames moved to {rep.trashed_to}.")

@@ -2,7 +2,8 @@
 
 `RayExecutor` keeps one Ray actor per CPU of the cluster (or `workers`). Each actor gets
 the stage's `init` arguments and the input files it needs through Ray's object store (the
-dst video once per actor; frame files with the items that read them), runs the stage's
+model once per actor; frame files, or the piece of the dst video that holds the frames,
+with the items that read them), runs the stage's
 own code in a staging folder of its machine (`relocate.py` moves the paths), and sends
 back the result with the bytes of every file the item wrote. The driver writes those files
 where a local run would, atomically, when it takes the result in input order: so the
@@ -154,12 +155,15 @@ class _Worker:
 class RayExecutor:
     """The `Executor` protocol over Ray actors (see the module's docstring). `root`: the
     folder whose files the items write (the workspace); `inputs`: files every worker reads
-    (the dst video); `item_inputs(item)`: files one item reads (frame images)."""
+    (the model); `item_inputs(item)`: files one item reads (frame images, as paths on
+    this disk, or pieces of a video as (path, bytes); its `close`, if any, is called at
+    the end)."""
 
     def __init__(self, address: str, root: Path, *, workers: int | None = None,
                  init: Callable[..., None] | None = None, initargs: tuple[Any, ...] = (),
                  inputs: Sequence[Path] = (),
-                 item_inputs: Callable[[Any], Sequence[Path]] | None = None,
+                 item_inputs: Callable[[Any], Sequence[Path | tuple[Path, bytes]]]
+                 | None = None,
                  in_flight: int = IN_FLIGHT) -> None:
         self.address, self.root = address, Path(root)
         self.workers = workers or cluster_cpus(address)
@@ -204,8 +208,8 @@ class RayExecutor:
 
         def submit(item: T) -> None:
             nonlocal turn
-            files = [(str(p), Path(p).read_bytes())
-                     for p in (self.item_inputs(item) if self.item_inputs else ())]
+            files = [(str(f[0]), f[1]) if isinstance(f, tuple) else (str(f), f.read_bytes())
+                     for f in (self.item_inputs(item) if self.item_inputs else ())]
             pending.append(actors[turn % len(actors)].call.remote(fn, item, files))
             turn += 1
 
@@ -232,6 +236,8 @@ class RayExecutor:
                 pending.clear()
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):
+            getattr(self.item_inputs, "close", lambda: None)()
         if self._actors:
             import ray
 

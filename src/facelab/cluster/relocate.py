@@ -6,7 +6,7 @@ bytes and a staging folder of its own, runs the stage's unchanged code on the re
 arguments, and its results are relocated back before the driver sees them. `relocate`
 rewrites every `Path` inside plain data (tuples, lists, dicts, dataclasses and simple
 objects) by the first matching move, copying what it changes and never touching the
-original."""
+original. `swap` replaces one object (by identity) wherever it is found, as the paths."""
 
 from __future__ import annotations
 
@@ -32,28 +32,31 @@ def moved(path: PurePath, moves: Sequence[Move]) -> PurePath:
     return path
 
 
-def relocate(obj: Any, moves: Sequence[Move]) -> Any:
-    """`obj` with every path in it moved (a copy where anything changed)."""
-    if not moves or isinstance(obj, _ATOMS):
+def relocate(obj: Any, moves: Sequence[Move], swap: tuple[Any, Any] | None = None) -> Any:
+    """`obj` with every path in it moved, and `swap`'s first object replaced by its
+    second (a copy where anything changed)."""
+    if swap is not None and obj is swap[0]:
+        return swap[1]
+    if (not moves and swap is None) or isinstance(obj, _ATOMS):
         return obj
     if isinstance(obj, PurePath):
         return moved(obj, moves)
     if isinstance(obj, tuple):
-        items = [relocate(x, moves) for x in obj]
+        items = [relocate(x, moves, swap) for x in obj]
         return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
     if isinstance(obj, list):
-        return [relocate(x, moves) for x in obj]
+        return [relocate(x, moves, swap) for x in obj]
     if isinstance(obj, (set, frozenset)):
-        return type(obj)(relocate(x, moves) for x in obj)
+        return type(obj)(relocate(x, moves, swap) for x in obj)
     if isinstance(obj, dict):
-        return {relocate(k, moves): relocate(v, moves) for k, v in obj.items()}
+        return {relocate(k, moves, swap): relocate(v, moves, swap) for k, v in obj.items()}
     if (callable(obj) and not hasattr(obj, "__dict__")) or isinstance(obj, type):
         return obj
     state = (({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
              if dataclasses.is_dataclass(obj) else getattr(obj, "__dict__", None))
     if not state or type(obj).__module__ in ("builtins", "numpy", "functools"):
         return obj
-    new = {k: relocate(v, moves) for k, v in state.items()}
+    new = {k: relocate(v, moves, swap) for k, v in state.items()}
     if all(new[k] is state[k] for k in state):
         return obj
     out = copy.copy(obj)

@@ -1,20 +1,26 @@
 """What a stage needs to run its items on a cluster: the option's help, the layout (one
 single-threaded worker per CPU of the cluster) and the executor, given the stage's frame
-source (its dst video goes to every worker once; frame files go with the items that
-read them)."""
+source. Frames travel with the items that read them: image files as themselves, frames
+kept in a video as the piece of it that holds them (cut at key frames, `video/segment.py`),
+so no worker needs the whole film and the driver decodes nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from facelab.tuning import Layout
+from facelab.video.segment import Cutter
 from facelab.video.source import FolderFrames, FrameSource, VideoSource
 
 CLUSTER_HELP = ("Run this stage's work on a Ray cluster: 'auto' starts one on this "
                 "machine (127.0.0.1), else the head's address (HOST:PORT). Outputs are those "
                 "of a local run. Needs ray; facelab installed on every node; no shared disk.")
+PIECES = ".pieces"  # under the workspace, on the workers only: the items' video pieces
+
+ItemFile = Path | tuple[Path, bytes]  # a file as it is on the driver, or a name and bytes
 
 
 def cluster_layout(address: str | None) -> Layout | None:
@@ -26,25 +32,56 @@ def cluster_layout(address: str | None) -> Layout | None:
     return Layout(cluster_cpus(address), 1)
 
 
-def names_in(source: FrameSource) -> Callable[[Sequence[str]], list[Path]] | None:
-    """For a folder of frames: the files an item of frame names reads."""
-    if isinstance(source, FolderFrames):
-        return lambda names: [source.path(n) for n in names]
-    return None
+class PieceFiles:
+    """Per item: the piece of the video that holds the frames it reads (on the driver,
+    the video is demuxed run by run; nothing is decoded)."""
+
+    def __init__(self, source: VideoSource, folder: Path,
+                 names: Callable[[Any], Sequence[str]]) -> None:
+        self.source, self.folder, self.names = source, folder, names
+        self.cutter = Cutter(source.video, source.index)
+
+    def __call__(self, item: Any) -> list[ItemFile]:
+        ordinals = [self.source._ordinal(n) for n in self.names(item)]
+        if not ordinals:
+            return []
+        name, data = self.cutter.cut(ordinals)
+        return [(self.folder / name, data)]
+
+    def close(self) -> None:
+        self.cutter.close()
 
 
 def cluster_executor(address: str, root: Path, workers: int, source: FrameSource, *,
                      init: Callable[..., None], initargs: tuple[Any, ...],
                      inputs: Sequence[Path] = (),
-                     item_inputs: Callable[[Any], Sequence[Path]] | None = None) -> Any:
-    """A RayExecutor for a stage whose items read `source`'s frames and write under
-    `root` (the workspace); `inputs`: more files every worker reads (a model)."""
+                     item_frames: Callable[[Any], Sequence[str]] = list) -> Any:
+    """A RayExecutor for a stage whose items read `source`'s frames (`item_frames(item)`:
+    their names; by default the item is the list of them) and write under `root` (the
+    workspace); `inputs`: more files every worker reads (a model). `source` is found in
+    `initargs` and given to the workers as one that reads the items' pieces."""
     from facelab.cluster.ray_executor import RayExecutor
 
-    shared = [source.video] if isinstance(source, VideoSource) else []
+    shared: list[Path] = []
+    item_inputs: Callable[[Any], Sequence[ItemFile]] | None = None
+    if isinstance(source, FolderFrames):
+        def item_inputs(item: Any) -> list[ItemFile]:
+            return [source.path(n) for n in item_frames(item)]
+    elif Cutter(source.video, source.index).usable():
+        pieces = root / PIECES
+        on_workers = dataclasses.replace(source, pieces=pieces, _reader=None)
+        initargs = _swapped(initargs, source, on_workers)
+        item_inputs = PieceFiles(source, pieces, item_frames)
+    else:  # frames without timestamps of their own: the whole video, once per worker
+        shared = [source.video]
     return RayExecutor(address, root, workers=workers, init=init, initargs=initargs,
-                       inputs=[*shared, *inputs],
-                       item_inputs=item_inputs or names_in(source))
+                       inputs=[*shared, *inputs], item_inputs=item_inputs)
+
+
+def _swapped(initargs: tuple[Any, ...], old: Any, new: Any) -> tuple[Any, ...]:
+    from facelab.cluster.relocate import relocate
+
+    return relocate(initargs, (), swap=(old, new))
 
 
 class Cluster(NamedTuple):

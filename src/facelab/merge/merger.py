@@ -42,7 +42,7 @@ from facelab.merge.jobs import (
     face_jobs,
     without_mesh,
 )
-from facelab.merge.on_cluster import item_inputs, worker_inputs
+from facelab.merge.on_cluster import item_frames, worker_inputs
 from facelab.merge.options import MergeOptions
 from facelab.merge.predictor import ModelInfo, model_info
 from facelab.merge.ranges import Range, load_ranges, options_for
@@ -263,7 +263,7 @@ def _run(items: list[Item], keys: list[list[str]], setup: Setup, made: MergeReco
         if on is not None:
             return cluster_executor(on.address, root, layout.workers, setup.source,
                                     init=init, initargs=(setup, layout.threads),
-                                    inputs=worker_inputs(setup), item_inputs=item_inputs(setup))
+                                    inputs=worker_inputs(setup), item_frames=item_frames)
         return create_executor(layout.workers, init=init, initargs=(setup, layout.threads),
                                preload=("facelab.merge.worker",))
 

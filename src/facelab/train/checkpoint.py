@@ -34,6 +34,7 @@ from facelab.errors import FacelabError
 
 FORMAT = "facelab-checkpoint-1"
 FILES = ("weights.safetensors", "optimizer.safetensors", "state.json")
+PREDICTION_FILES = ("weights.safetensors", "state.json")  # what a merge reads
 KEEP_MARK = ".keep"  # in a backup folder: made on request, never pruned by `keep_backups`
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -297,12 +298,13 @@ def _verified(path: Path, entry: dict[str, Any]) -> bytes | None:
     return data if ok else None
 
 
-def _read_set(folder: Path, name: str) -> dict[str, bytes]:
-    """The verified bytes of one save, finishing its renames if they were cut short."""
+def _read_set(folder: Path, name: str, files: tuple[str, ...] = FILES) -> dict[str, bytes]:
+    """The verified bytes of one save (of `files` of it), finishing its renames if they
+    were cut short."""
     manifest = _read_manifest(folder, name)
     blobs: dict[str, bytes] = {}
     rolled = []
-    for fname in (f"{name}_{f}" for f in FILES):
+    for fname in (f"{name}_{f}" for f in files):
         entry = manifest["files"].get(fname)
         if entry is None:
             raise _Damaged(f"its manifest does not list {fname}")
@@ -336,19 +338,22 @@ def load(
     warn: Warn,
     restore_rng: bool = True,
 ) -> dict[str, Any]:
-    """Load into `model` and `optimizer`, restore RNG states, and return the saved `state`."""
+    """Load into `model` and `optimizer`, restore RNG states, and return the saved `state`.
+    Without an optimizer (a prediction), its file is neither read nor needed."""
     check_name(name)
     folder = Path(folder)
     if not exists(folder, name) and not _backups(folder / f"{name}_backups"):
         raise FacelabError(f"There is no model named {name!r} in {folder}.")
+    files = FILES if optimizer is not None else PREDICTION_FILES
     try:
-        blobs = _read_set(folder, name)
+        blobs = _read_set(folder, name, files)
     except _Damaged as damage:
-        blobs = _fallback(folder, name, str(damage), warn)
+        blobs = _fallback(folder, name, str(damage), warn, files)
     try:
         doc = json.loads(blobs[f"{name}_state.json"])
         weights = st_load(blobs[f"{name}_weights.safetensors"])
-        opt_tensors = st_load(blobs[f"{name}_optimizer.safetensors"])
+        opt_tensors = st_load(blobs[f"{name}_optimizer.safetensors"]) \
+            if optimizer is not None else {}
     except (ValueError, KeyError) as exc:  # verified bytes that still do not parse
         raise FacelabError(f"Model {name!r} in {folder} cannot be read: {exc}.") from None
     _check_compatible(folder, name, doc, expected_arch, fixed_options)
@@ -361,10 +366,11 @@ def load(
     return doc["state"]
 
 
-def _fallback(folder: Path, name: str, reason: str, warn: Warn) -> dict[str, bytes]:
+def _fallback(folder: Path, name: str, reason: str, warn: Warn,
+              files: tuple[str, ...] = FILES) -> dict[str, bytes]:
     for backup in _backups(folder / f"{name}_backups"):
         try:
-            blobs = _read_set(backup, name)
+            blobs = _read_set(backup, name, files)
         except _Damaged:
             continue
         warn(

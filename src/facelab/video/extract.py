@@ -35,7 +35,7 @@ from facelab.video.frames import (
     subsample,
     to_array,
 )
-from facelab.video.index import build_index
+from facelab.video.index import FrameIndex, build_index
 from facelab.video.probe import VideoInfo, info_of, open_video
 from facelab.video.source import INDEX, MANIFEST, VIDEO_FORMAT
 from facelab.video.timecode import format_timecode
@@ -52,6 +52,7 @@ class ExtractOptions:
     fmt: FrameFormat | Literal["video"] | None = None  # None: video for dst, png for src
     jpeg_quality: int = 95
     force: bool = False
+    cluster: str | None = None  # images written by a Ray cluster's workers (HOST:PORT, auto)
 
     def format_for(self, side: Side) -> str:
         return self.fmt or (VIDEO_FORMAT if side == "dst" else "png")
@@ -109,8 +110,12 @@ def extract_frames(ws: Workspace, side: Side, inputs: list[Path] | None = None,
         reporter.warn("dst frames are always extracted at the full frame rate; --fps ignored.")
     fmt = opts.fmt or (None if opts.force else _recorded_format(ws, side)) \
         or opts.format_for(side)
+    if opts.cluster and fmt == VIDEO_FORMAT:
+        reporter.warn(f"--cluster: {side} stays in its video (only its index is made, "
+                      "here); `extract` and `merge --cluster` decode it on the cluster.")
     opts = ExtractOptions(None if side == "dst" else opts.fps, fmt,  # type: ignore[arg-type]
-                          opts.jpeg_quality, opts.force)
+                          opts.jpeg_quality, opts.force,
+                          opts.cluster if fmt != VIDEO_FORMAT else None)
     inputs = inputs or [ws.find_video(side)]
     if side == "dst" and len(inputs) != 1:
         raise FacelabError("dst takes exactly one video (every frame of it is replaced).")
@@ -119,6 +124,10 @@ def extract_frames(ws: Workspace, side: Side, inputs: list[Path] | None = None,
                            "rate: add --frames png to write them as images.")
     for path in inputs:  # fail on a bad input before anything is written
         open_video(path).close()
+    if opts.cluster:
+        from facelab.cluster.stages import cluster_layout
+
+        cluster_layout(opts.cluster)  # joined (or a clear error) before anything is touched
     with locks.stage(ws.root, f"video-{side}", f"data_{side}/ (the {side} frames)", reporter):
         return _extract_frames(ws, side, inputs, opts, reporter)
 
@@ -186,6 +195,8 @@ def _extract_frames(ws: Workspace, side: Side, inputs: list[Path], opts: Extract
         write_json(manifest_path, manifest)  # an interrupted run is recorded as incomplete
         if opts.fmt == VIDEO_FORMAT:
             written, broke = _index_one(ws, side, path, out, rec, reporter)
+        elif opts.cluster:
+            written, broke = _extract_on_cluster(ws, side, path, out, rec, opts, reporter)
         else:
             written, broke = _extract_one(ws, side, path, out, rec, opts, reporter)
         report.frames_written += written
@@ -246,6 +257,27 @@ def _extract_one(ws: Workspace, side: Side, path: Path, out: Path, rec: dict[str
     return written, broke
 
 
+def _extract_on_cluster(ws: Workspace, side: Side, path: Path, out: Path,
+                        rec: dict[str, Any], opts: ExtractOptions, reporter: Reporter
+                        ) -> tuple[int, str | None]:
+    """`_extract_one`'s work done by a cluster (`extract_cluster.py`); the same frames,
+    names and records."""
+    from facelab.video.extract_cluster import write_on_cluster
+
+    assert opts.cluster and opts.fmt in ("png", "jpg")
+    index, kept, written = write_on_cluster(
+        opts.cluster, ws.root, path, out, rec["first"], opts.fmt, opts.fps,  # type: ignore[arg-type]
+        opts.jpeg_quality, reporter, f"{side}: {path.name}")
+    rec["count"] = kept
+    with open_video(path) as container:
+        info = info_of(container, path.name)
+        declared = container.streams.video[0].frames or None
+    broke = _broke(path, index, rec, declared)
+    if side == "dst":
+        _write_video_json(ws, info, kept, opts.fmt, broke is not None)
+    return written, broke
+
+
 def _write_video_json(ws: Workspace, info: VideoInfo, count: int, fmt: str | None,
                       truncated: bool) -> None:
     info.frame_count = count
@@ -269,17 +301,22 @@ def _index_one(ws: Workspace, side: Side, path: Path, out: Path, rec: dict[str, 
         raise FacelabError(f"{path.name} holds no decodable video frame.")
     write_json(out / INDEX, index.to_json())
     rec["count"] = len(index)
-    broke = None
-    short = declared is not None and len(index) < declared - 1
-    if index.truncated or short:
-        of = f" of {declared}" if declared else ""
-        when = format_timecode(index.span_s)
-        broke = (f"{path.name} breaks at {when} (decoded {len(index)}{of} frames); kept the "
-                 "readable frames.")
-        rec["truncated_at_s"] = round(index.span_s, 3)
+    broke = _broke(path, index, rec, declared)
     if side == "dst":
         _write_video_json(ws, info, len(index), VIDEO_FORMAT, broke is not None)
     return 0, broke
+
+
+def _broke(path: Path, index: FrameIndex, rec: dict[str, Any], declared: int | None
+           ) -> str | None:
+    """Why the video broke before its end, from its index (recorded in `rec`); None."""
+    short = declared is not None and len(index) < declared - 1
+    if not (index.truncated or short):
+        return None
+    of = f" of {declared}" if declared else ""
+    rec["truncated_at_s"] = round(index.span_s, 3)
+    return (f"{path.name} breaks at {format_timecode(index.span_s)} (decoded {len(index)}"
+            f"{of} frames); kept the readable frames.")
 
 
 def _trash_frames(ws: Workspace, side: Side, frames: list[Path]) -> Path:

@@ -179,15 +179,27 @@ def subsample(frames: Iterator[av.VideoFrame], fps: Fraction | None, state: Deco
     if fps is None:
         yield from frames
         return
-    step = 1 / float(fps)
-    next_t: float | None = None
+    rate = Subsampler(fps)
     for frame in frames:
-        t = state.last_time
-        if next_t is None or t >= next_t - 1e-6:
-            next_t = (t if next_t is None else next_t) + step
-            while next_t <= t:  # a gap longer than the step: don't emit a burst later
-                next_t += step
+        if rate.keep(state.last_time):
             yield frame
+
+
+class Subsampler:
+    """Which frames to keep at a rate, given each one's time in order (one rule for a
+    decode and for an index's timestamps)."""
+
+    def __init__(self, fps: Fraction) -> None:
+        self.step = 1 / float(fps)
+        self.next_t: float | None = None
+
+    def keep(self, t: float) -> bool:
+        if self.next_t is not None and t < self.next_t - 1e-6:
+            return False
+        self.next_t = (t if self.next_t is None else self.next_t) + self.step
+        while self.next_t <= t:  # a gap longer than the step: don't emit a burst later
+            self.next_t += self.step
+        return True
 
 
 _sws = threading.local()

@@ -219,10 +219,12 @@ class VideoFrames:
     """Frames of one video by 0-based ordinal; picklable (path + index: the container is
     opened lazily in the process that reads), so a pool worker can take it in its init
     args. `threads` is FFmpeg's decoder thread count (0: its own choice). One reader at
-    a time: it holds one container and decoder."""
+    a time: it holds one container and decoder. `start`: the ordinal of the file's first
+    frame, for a piece of the video (`segment.py`) that begins at that key frame."""
 
-    def __init__(self, path: Path, index: FrameIndex, threads: int = 0) -> None:
-        self.path, self.index, self.threads = Path(path), index, threads
+    def __init__(self, path: Path, index: FrameIndex, threads: int = 0,
+                 start: int = 0) -> None:
+        self.path, self.index, self.threads, self.start = Path(path), index, threads, start
         index.check(self.path)
         self._reset()
 
@@ -233,7 +235,8 @@ class VideoFrames:
         self._pos: int | None = None  # ordinal of the last frame out; None: not anchored
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "index": self.index, "threads": self.threads}
+        return {"path": self.path, "index": self.index, "threads": self.threads,
+                "start": self.start}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -297,7 +300,7 @@ class VideoFrames:
             self._stream.thread_type = "AUTO"
             self._stream.codec_context.thread_count = self.threads
         self._decoded = _decode(self._container, self._stream, DecodeState())
-        self._pos = -1
+        self._pos = -1 if self.start == 0 else None  # a piece: anchored at its key frame
 
     def _seek(self, anchor: int, by_dts: bool) -> bool:
         j = self._anchors[anchor]

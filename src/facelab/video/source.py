@@ -27,6 +27,8 @@ from facelab.errors import FacelabError
 from facelab.fsutil import read_json
 from facelab.video.frames import frame_name, read_image
 from facelab.video.index import FrameIndex, VideoFrames
+from facelab.video.segment import SUFFIX as PIECE
+from facelab.video.segment import piece_index, piece_span
 from facelab.workspace import Side, Workspace, list_images
 
 MANIFEST = "frames.json"
@@ -87,12 +89,15 @@ class FolderFrames:
 
 @dataclass
 class VideoSource:
-    """Frames of a video by name: `00001.png` is the decoded frame 0 (`first` is 1)."""
+    """Frames of a video by name: `00001.png` is the decoded frame 0 (`first` is 1).
+    `pieces`: on a cluster worker, the folder where the pieces of the video that hold
+    the frames at hand lie (`segment.py`), in place of the whole video."""
 
     video: Path
     index: FrameIndex
     first: int = 1
     kind: str = "video"
+    pieces: Path | None = None
     _reader: VideoFrames | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -112,18 +117,41 @@ class VideoSource:
                                f"(it holds {len(self.index)}).")
         return n - self.first
 
-    def _frames(self) -> VideoFrames:
+    def _frames(self, ordinals: list[int]) -> VideoFrames:
+        if self.pieces is not None:
+            return self._piece(ordinals)
         if self._reader is None:
             self._reader = VideoFrames(self.video, self.index)
         return self._reader
 
+    def _piece(self, ordinals: list[int]) -> VideoFrames:
+        """The reader of the piece that holds `ordinals` (the one open, if it does)."""
+        lo, hi = min(ordinals), max(ordinals)
+        if self._reader is not None and self._reader.path.is_file():
+            span = piece_span(self._reader.path.name)
+            if span is not None and lo in span and hi in span:
+                return self._reader
+        assert self.pieces is not None
+        for path in sorted(self.pieces.glob(f"*{PIECE}")):
+            span = piece_span(path.name)
+            if span is not None and lo in span and hi in span:
+                self.close()
+                self._reader = VideoFrames(path, piece_index(self.index, path),
+                                           start=span.start)
+                return self._reader
+        raise FacelabError(f"No piece of {self.video.name} holds frames {lo}..{hi} here.")
+
     def read(self, name: str) -> np.ndarray:
-        return self._frames().read(self._ordinal(name))
+        i = self._ordinal(name)
+        return self._frames([i]).read(i)
 
     def frames(self, names: Iterable[str]) -> Iterator[tuple[str, np.ndarray]]:
         wanted = sorted((self._ordinal(n), n) for n in names)
+        if not wanted:
+            return
         by_ordinal = dict(wanted)
-        for i, image in self._frames().frames([i for i, _ in wanted]):
+        ordinals = [i for i, _ in wanted]
+        for i, image in self._frames(ordinals).frames(ordinals):
             yield by_ordinal[i], image
 
     def chunks(self, names: list[str], min_len: int = MIN_CHUNK) -> list[list[str]]:

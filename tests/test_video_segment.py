@@ -1,0 +1,96 @@
+"""Pieces of a video (`facelab.video.segment`): what a cluster worker decodes instead of the
+whole film. Every frame read from the piece that holds it is the frame a sequential decode
+of the whole film gives (same clips as test_video_index: B-frames, open GOPs, VFR); a piece
+is smaller than the film; a frame a piece lacks is an error, never a wrong frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facelab.errors import FacelabError
+from facelab.video.index import VideoFrames, build_index
+from facelab.video.segment import Cutter, key_before, piece_index, piece_span
+from facelab.video.source import VideoSource
+from tests.test_video_index import CLIPS, N, number, reference
+
+CUTTABLE = ["mp4", "mkv", "mpg2", "mpg1", "vfr"]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("clips")
+    return {name: build(d) for name, build in CLIPS.items()}
+
+
+def runs() -> list[range]:
+    """Runs as a stage cuts them (from key frames) and runs that start mid-GOP."""
+    return [range(0, 24), range(24, 48), range(48, N), range(13, 40), range(30, 31),
+            range(60, N), range(11, 13)]
+
+
+@pytest.mark.parametrize("kind", CUTTABLE)
+def test_pieces_give_the_sequential_decodes_frames(clips: dict[str, Path], kind: str,
+                                                   tmp_path: Path) -> None:
+    path = clips[kind]
+    ref = reference(path)
+    index = build_index(path)
+    cutter = Cutter(path, index)
+    assert cutter.usable()
+    try:
+        for run in runs():
+            name, data = cutter.cut(list(run))
+            span = piece_span(name)
+            assert span is not None and span.start == key_before(index, run.start)
+            assert span.stop == run.stop and len(data) < path.stat().st_size
+            piece = tmp_path / name
+            piece.write_bytes(data)
+            with VideoFrames(piece, piece_index(index, piece), start=span.start) as frames:
+                for i, image in frames.frames(list(run)):
+                    assert number(image) == i and np.array_equal(image, ref[i]), (kind, i)
+    finally:
+        cutter.close()
+
+
+@pytest.mark.parametrize("kind", ["dup", "nopts"])
+def test_frames_without_timestamps_of_their_own_are_not_cut(clips: dict[str, Path],
+                                                            kind: str) -> None:
+    assert not Cutter(clips[kind], build_index(clips[kind])).usable()
+
+
+def test_a_frame_the_piece_lacks_is_an_error(clips: dict[str, Path], tmp_path: Path) -> None:
+    path = clips["mp4"]
+    index = build_index(path)
+    name, data = Cutter(path, index).cut(list(range(24, 30)))
+    piece = tmp_path / name
+    piece.write_bytes(data)
+    with VideoFrames(piece, piece_index(index, piece), start=24) as frames:
+        assert number(frames.read(29)) == 29
+        with pytest.raises(FacelabError):
+            frames.read(50)
+        with pytest.raises(FacelabError):
+            frames.read(3)
+
+
+def test_a_worker_source_reads_the_piece_at_hand(clips: dict[str, Path],
+                                                 tmp_path: Path) -> None:
+    """A VideoSource given a folder of pieces (a cluster worker's) reads each run from the
+    piece that holds it, and says so plainly when none does."""
+    path = clips["mkv"]
+    index = build_index(path)
+    ref = reference(path)
+    source = VideoSource(path, index, pieces=tmp_path)
+    cutter = Cutter(path, index)
+    for run in (range(12, 30), range(40, 50)):
+        name, data = cutter.cut(list(run))
+        (tmp_path / name).write_bytes(data)
+        names = [f"{i + 1:05d}.png" for i in run]
+        got = dict(source.frames(names))
+        assert all(np.array_equal(got[n], ref[i]) for n, i in zip(names, run, strict=True))
+        (tmp_path / name).unlink()  # as the worker does after the item
+    cutter.close()
+    with pytest.raises(FacelabError, match="No piece"):
+        source.read("00070.png")
+    source.close()
