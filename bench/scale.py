@@ -9,7 +9,9 @@ frames/s of each and their ratio (cluster / local; ≥ 0.9: Ray's overhead is sm
 per-frame costs, measured in this process on the clip's first frames (1 thread): decode
 (one frame of the kept video), detect + landmarks + align, write (JPEG + metadata), and the
 bytes that travel back to the driver per frame (the faces' files), with the driver's cost
-to write them. docs/SCALE.md does the arithmetic for long films from these figures.
+to write them, and what travels out: the driver's cost to cut each item's piece of the
+video and the piece's bytes per frame against the film's own. docs/SCALE.md does the
+arithmetic for long films from these figures.
 
 Usage: nice .venv/bin/python bench/scale.py [--clip pexels/woman_pose_variety.mp4]
        [--rounds 2] [--keep DIR]
@@ -97,9 +99,20 @@ def parts(ws: Path, frames: int = 40) -> dict[str, float]:
         os.replace(out / f"copy{k}.tmp", out / f"copy{k}.jpg")
     driver = (time.perf_counter() - t) / len(names)
     shutil.rmtree(out)
+    # what the driver sends: each item's piece of the video (cut from its key frame)
+    from facelab.video.segment import Cutter
+
+    cutter = Cutter(source.video, source.index)
+    runs = source.chunks(source.names)
+    t = time.perf_counter()
+    sent = sum(len(cutter.cut([source._ordinal(n) for n in run])[1]) for run in runs)
+    cut = (time.perf_counter() - t) / len(source)
+    cutter.close()
+    film = source.video.stat().st_size
     source.close()
     return {"decode_ms": decode * 1e3, "detect_ms": detect * 1e3, "write_ms": write * 1e3,
-            "bytes": size, "driver_write_ms": driver * 1e3}
+            "bytes": size, "driver_write_ms": driver * 1e3, "driver_cut_ms": cut * 1e3,
+            "piece_bytes": sent / len(source), "film_bytes": film / len(source)}
 
 
 def main() -> None:
@@ -139,9 +152,10 @@ def main() -> None:
         subprocess.run([*NODE, "stop", "--force"], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
     cost = parts(ws)
-    print("per frame, 1 thread: " + ", ".join(f"{k} {v:.1f}" if k != "bytes" else
-                                             f"{v / 1024:.1f} KiB back to the driver"
-                                             for k, v in cost.items()))
+    print("per frame, 1 thread: " + ", ".join(
+        f"{k} {v:.2f}" if k.endswith("_ms") else f"{k} {v / 1024:.1f} KiB"
+        for k, v in cost.items()) + " (bytes: the faces back to the driver; piece_bytes: "
+        "the video sent out with the items, film_bytes: the film's own per frame)")
 
 
 if __name__ == "__main__":

@@ -119,22 +119,28 @@ def test_extraction_on_the_cluster_is_the_local_one(cluster: str, aligned_faces:
 
 def test_frames_written_by_the_cluster_are_the_local_ones(cluster: str, tmp_path: Path
                                                           ) -> None:
-    """`video extract --frames png --cluster`: the workers decode their pieces and encode
-    the images; the same files (subsampled src, then every dst frame as jpg), byte for
-    byte, as a local run's, and a rerun after losing some makes only those."""
+    """`video extract --cluster`: the workers index the video in parts, decode their
+    pieces and encode the images; the same files (subsampled src, every dst frame as
+    jpg, and dst kept in its video: its index), byte for byte, as a local run's; a rerun
+    after losing some makes only those."""
     runs = {}
     for where in ("local", "cluster"):
         ws = tmp_path / where
-        ws.mkdir()
+        kept = tmp_path / f"{where}-kept"
+        for w in (ws, kept):
+            w.mkdir()
+            put_video(w, "dst", data_file("grid/speaker_a_1.mpg"))
         put_video(ws, "src", data_file("grid/speaker_b.mpg"))
-        put_video(ws, "dst", data_file("grid/speaker_a_1.mpg"))
         more = ["--cluster", cluster] if where == "cluster" else []
-        for args in (["src", "--fps", "10"], ["dst", "--frames", "jpg"]):
-            res = run_facelab("-w", ws, "video", "extract", *args, *more)
+        for w, args in ((ws, ["src", "--fps", "10"]), (ws, ["dst", "--frames", "jpg"]),
+                        (kept, ["dst"])):
+            res = run_facelab("-w", w, "video", "extract", *args, *more)
             assert res.rc == 0, res.err
         runs[where] = ws
     for side in ("data_src", "data_dst"):
         _same_tree(runs["local"] / side, runs["cluster"] / side)
+    _same_tree(tmp_path / "local-kept" / "data_dst", tmp_path / "cluster-kept" / "data_dst")
+    assert (tmp_path / "cluster-kept" / "data_dst" / "frames_index.json").is_file()
     src = runs["cluster"] / "data_src"
     assert 20 < len(list(src.glob("*.png"))) < 75
     for lost in sorted(src.glob("*.png"))[3:6]:

@@ -5,6 +5,7 @@ is smaller than the film; a frame a piece lacks is an error, never a wrong frame
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from facelab.errors import FacelabError
 from facelab.video.index import VideoFrames, build_index
+from facelab.video.index_cluster import Indexed, Part, index_in_parts, index_part, plan
 from facelab.video.segment import Cutter, key_before, piece_index, piece_span
 from facelab.video.source import VideoSource
 from tests.test_video_index import CLIPS, N, number, reference
@@ -94,3 +96,44 @@ def test_a_worker_source_reads_the_piece_at_hand(clips: dict[str, Path],
     with pytest.raises(FacelabError, match="No piece"):
         source.read("00070.png")
     source.close()
+
+
+def _locally(parts: list[Part], piece: Callable[[Part], list[tuple[Path, bytes]]]
+             ) -> Iterator[Indexed]:
+    """The workers' side of a split index, run here: each part decoded from its piece."""
+    for part in parts:
+        [(path, data)] = piece(part)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        yield index_part(part)
+        path.unlink()
+
+
+@pytest.mark.parametrize("kind", list(CLIPS))
+def test_an_index_made_in_parts_is_the_sequential_one(clips: dict[str, Path], kind: str,
+                                                      tmp_path: Path) -> None:
+    """Split at key frames into parts of about 12 packets (open GOPs, B-frames, VFR; films
+    without timestamps of their own are indexed in one pass): the same timestamps, key
+    frames and seek offsets as one decode pass."""
+    path = clips[kind]
+    whole = build_index(path)
+    spans = plan(path, 1, 12)
+    if kind in ("nopts", "dup"):  # frames not told apart by their packets' timestamps
+        assert spans is None
+    else:
+        assert spans is not None and len(spans) > 3
+    got = index_in_parts(path, tmp_path / "pieces", _locally, max_part=12)
+    assert got.to_json() == whole.to_json()
+
+
+def test_a_damaged_film_indexed_in_parts_stops_where_one_pass_does(clips: dict[str, Path],
+                                                                   tmp_path: Path) -> None:
+    data = bytearray(clips["mp4"].read_bytes())
+    mid = len(data) // 2
+    data[mid: mid + len(data) // 10] = bytes(len(data) // 10)  # zeros over a tenth
+    path = tmp_path / "damaged.mp4"
+    path.write_bytes(bytes(data))
+    whole = build_index(path)
+    assert whole.truncated
+    got = index_in_parts(path, tmp_path / "pieces", _locally, max_part=12)
+    assert got.to_json() == whole.to_json()

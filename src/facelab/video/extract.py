@@ -36,6 +36,7 @@ from facelab.video.frames import (
     to_array,
 )
 from facelab.video.index import FrameIndex, build_index
+from facelab.video.index_cluster import build_index_on_cluster
 from facelab.video.probe import VideoInfo, info_of, open_video
 from facelab.video.source import INDEX, MANIFEST, VIDEO_FORMAT
 from facelab.video.timecode import format_timecode
@@ -110,12 +111,8 @@ def extract_frames(ws: Workspace, side: Side, inputs: list[Path] | None = None,
         reporter.warn("dst frames are always extracted at the full frame rate; --fps ignored.")
     fmt = opts.fmt or (None if opts.force else _recorded_format(ws, side)) \
         or opts.format_for(side)
-    if opts.cluster and fmt == VIDEO_FORMAT:
-        reporter.warn(f"--cluster: {side} stays in its video (only its index is made, "
-                      "here); `extract` and `merge --cluster` decode it on the cluster.")
     opts = ExtractOptions(None if side == "dst" else opts.fps, fmt,  # type: ignore[arg-type]
-                          opts.jpeg_quality, opts.force,
-                          opts.cluster if fmt != VIDEO_FORMAT else None)
+                          opts.jpeg_quality, opts.force, opts.cluster)
     inputs = inputs or [ws.find_video(side)]
     if side == "dst" and len(inputs) != 1:
         raise FacelabError("dst takes exactly one video (every frame of it is replaced).")
@@ -194,7 +191,7 @@ def _extract_frames(ws: Workspace, side: Side, inputs: list[Path], opts: Extract
             records.append(rec)
         write_json(manifest_path, manifest)  # an interrupted run is recorded as incomplete
         if opts.fmt == VIDEO_FORMAT:
-            written, broke = _index_one(ws, side, path, out, rec, reporter)
+            written, broke = _index_one(ws, side, path, out, rec, reporter, opts.cluster)
         elif opts.cluster:
             written, broke = _extract_on_cluster(ws, side, path, out, rec, opts, reporter)
         else:
@@ -289,14 +286,22 @@ def _write_video_json(ws: Workspace, info: VideoInfo, count: int, fmt: str | Non
 
 
 def _index_one(ws: Workspace, side: Side, path: Path, out: Path, rec: dict[str, Any],
-               reporter: Reporter) -> tuple[int, str | None]:
+               reporter: Reporter, cluster: str | None = None) -> tuple[int, str | None]:
     """Keep the frames in the video: one decode pass records each frame's timestamp and
-    the key frames (`frames_index.json`); (0 written, why it broke or None)."""
+    the key frames (`frames_index.json`), made by a cluster's workers in parts with
+    `cluster` (`index_cluster.py`); (0 written, why it broke or None)."""
     with open_video(path) as container:
         info = info_of(container, path.name)
         declared = container.streams.video[0].frames or None
     with reporter.task(f"{side}: {path.name} → {INDEX}", declared or info.frame_count) as task:
-        index = build_index(path, on_frame=lambda _n: task.advance())
+        done = [0]
+
+        def seen(n: int) -> None:  # frames indexed so far
+            task.advance(n - done[0])
+            done[0] = n
+
+        index = build_index(path, on_frame=seen) if not cluster else \
+            build_index_on_cluster(cluster, ws.root, path, on_frame=seen)
     if len(index) == 0:
         raise FacelabError(f"{path.name} holds no decodable video frame.")
     write_json(out / INDEX, index.to_json())

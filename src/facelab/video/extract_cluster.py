@@ -1,12 +1,13 @@
 """`video extract --frames png|jpg --cluster`: one video's frames written as images by a
 Ray cluster's workers (`facelab/cluster/`).
 
-The driver decodes the video once to index it (timestamps and key frames, no image made)
-and picks the frames to keep by the same rule as a local run (`frames.Subsampler` on the
-same timestamps). The kept frames go out in runs that start at key frames; each worker
-gets the piece of the video that holds its run (`segment.py`), decodes it, encodes the
-images and sends them back; the driver writes them in order, atomically, where a local run
-would. A frame already on disk is not made again (a rerun completes an interrupted one).
+The workers index the video in parts (`index_cluster.py`: the driver only reads packets);
+the driver picks the frames to keep by the same rule as a local run (`frames.Subsampler`
+on the same timestamps). The kept frames go out in runs that start at key frames; each
+worker gets the piece of the video that holds its run (`segment.py`), decodes it, encodes
+the images and sends them back; the driver writes them in order, atomically, where a
+local run would. A frame already on disk is not made again (a rerun completes an
+interrupted one).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 from facelab.errors import FacelabError
 from facelab.progress import Reporter
 from facelab.video.frames import FrameFormat, ImageWriter, Subsampler, frame_name
-from facelab.video.index import FrameIndex, build_index
+from facelab.video.index import FrameIndex
+from facelab.video.index_cluster import build_index_on_cluster
 from facelab.video.probe import open_video
 from facelab.video.source import MIN_CHUNK, VideoSource
 
@@ -61,7 +63,13 @@ def write_on_cluster(address: str, root: Path, video: Path, out: Path, first: in
         start_s = float(s.start_time * s.time_base) if s.start_time else 0.0
         declared = s.frames or None
     with reporter.task(f"{label}: indexing", declared) as task:
-        index = build_index(video, on_frame=lambda _n: task.advance())
+        done = [0]
+
+        def seen(n: int) -> None:
+            task.advance(n - done[0])
+            done[0] = n
+
+        index = build_index_on_cluster(address, root, video, on_frame=seen)
     if len(index) == 0:
         raise FacelabError(f"{video.name} holds no decodable video frame.")
     keep = kept_ordinals(index, fps, start_s)

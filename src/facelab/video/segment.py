@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import io
 import re
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -98,35 +99,50 @@ class Cutter:
         """The packets from the key frame at `start_pts` until every timestamp in `need`
         is in (None: the demuxer did not reach that key frame)."""
         assert self._container is not None
-        need = set(need)
-        buf = io.BytesIO()
-        started = False
-        with av.open(buf, "w", format="nut",
-                     options={"avoid_negative_ts": "disabled"}) as out:
-            copy = out.add_stream_from_template(stream)
-            copy.time_base = stream.time_base  # NUT may take a finer one (piece_index)
-            for packet in self._container.demux(stream):
-                if packet.size == 0:
-                    continue  # the demuxer's end-of-stream marker
-                if not started:
-                    if packet.is_keyframe and packet.pts == start_pts:
-                        started = True
-                    elif packet.dts is not None and start_pts is not None and \
-                            packet.dts > start_pts:
-                        break  # landed past it
-                    else:
-                        continue
-                need.discard(packet.pts)
-                packet.stream = copy
-                out.mux(packet)
-                if not need:
-                    break
-        return (buf.getvalue() if started else None), need
+        left = set(need)
+
+        def done(packet: av.Packet) -> bool:
+            left.discard(packet.pts)
+            return not left
+
+        return copy_packets(self._container, stream, start_pts, done), left
 
     def close(self) -> None:
         if self._container is not None:
             self._container.close()
             self._container = None
+
+
+def copy_packets(container: av.container.InputContainer, stream: av.VideoStream,
+                 start_pts: int | None, done: Callable[[av.Packet], bool]) -> bytes | None:
+    """A NUT file of `stream`'s packets as demuxed from here: from the key frame whose
+    timestamp is `start_pts` (None: from the first packet) until `done(packet)` (given
+    before the packet is muxed, in the stream's time base) says it was the last, or the
+    stream ends. Timestamps are kept (in the stream's time base or an
+    exact multiple of it); None when the key frame was not found (the demuxer landed past
+    it)."""
+    buf = io.BytesIO()
+    started = start_pts is None
+    with av.open(buf, "w", format="nut", options={"avoid_negative_ts": "disabled"}) as out:
+        copy = out.add_stream_from_template(stream)
+        copy.time_base = stream.time_base  # NUT may take a finer one (piece_index)
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue  # the demuxer's end-of-stream marker
+            if not started:
+                if packet.is_keyframe and packet.pts == start_pts:
+                    started = True
+                elif packet.dts is not None and start_pts is not None and \
+                        packet.dts > start_pts:
+                    break  # landed past it
+                else:
+                    continue
+            last = done(packet)
+            packet.stream = copy  # rescales its timestamps to the copy's time base
+            out.mux(packet)
+            if last:
+                break
+    return buf.getvalue() if started else None
 
 
 def piece_index(index: FrameIndex, piece: Path) -> FrameIndex:
