@@ -27,7 +27,13 @@ from facelab.train.ddp import device_for
 from facelab.train.run_options import Ranks
 from facelab.train.trainer import TrainOptions, TrainReport, train
 from facelab.workspace import Workspace
-from tests.conftest import assert_one_line_error, data_file, run_facelab, torch_threads
+from tests.conftest import (
+    assert_one_line_error,
+    data_file,
+    run_facelab,
+    run_in_process,
+    torch_threads,
+)
 
 pytestmark = pytest.mark.slow  # real footage and training
 
@@ -148,9 +154,47 @@ def test_ctrl_c_stops_every_rank_at_once_and_the_run_resumes_exactly(
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
+def test_a_collapse_rolls_every_rank_back_together(ws: Workspace,
+                                                   capfd: pytest.CaptureFixture[str]):
+    """A learning rate of 40 sends the loss to NaN within a few steps: every rank sees the
+    same all-reduced losses, so all roll back to the same weights and halve the rate at
+    the same iteration (a rank that did not would hang the next all-reduce); the run
+    reaches its target with finite weights and the lowered rate saved."""
+    rep = _ranks(ws, "div", batch_size=2, lr=40.0, target_iteration=ITERATIONS)
+    err = capfd.readouterr().err
+    state = json.loads((ws.model_dir / "div_state.json").read_text())["state"]
+    assert rep.iteration == ITERATIONS and state["iteration"] == ITERATIONS
+    collapses = err.count("rolled back to iteration")  # said once, by rank 0
+    assert collapses >= 1 and state["lr"] == 40 / 2 ** collapses, err
+    assert all(bool(torch.isfinite(w).all()) for w in _weights(ws, "div").values())
+
+
+def test_interactive_asks_once_then_starts_the_ranks(ws: Workspace):
+    """`--nproc 2 --interactive`: the launcher asks each question once (the ranks never
+    ask), and the answers reach every rank (a target of 3 iterations, not the flag's 2:
+    every rank stops there together)."""
+    flags = ("--preset", "quick96", "--resolution", "64", "--ae-dims", "32", "--e-dims", "8",
+             "--d-dims", "8", "--d-mask-dims", "8", "--device", "cpu", "--precision",
+             "fp32", "--preview-every", "0", "--target-iteration", "2", "--batch-size", "2")
+    res = run_facelab("-w", ws.root, "train", "--model-name", "ask", "--nproc", "2",
+                      "--interactive", *flags, input="\n\n3\n")
+    assert res.rc == 0, res.err
+    assert res.out.count("Target iteration [2]") == 1 and "Batch size [2]" in res.out
+    assert res.out.count("Batch size [2]") == 1, res.out
+    doc = json.loads((ws.model_dir / "ask_state.json").read_text())["state"]
+    assert (doc["ranks"], doc["iteration"], doc["options"]["batch_size"]) == (2, 3, 2), doc
+    assert "reached its target at iteration 3" in res.out and "2 ranks" in res.out
+
+
 def test_bad_input_is_one_line(ws: Workspace, monkeypatch: pytest.MonkeyPatch):
     res = run_facelab("-w", ws.root, "train", "--model-name", "bad", "--nproc", "0")
     assert_one_line_error(res, "--nproc", "1 or more", "0")
+    for var, value in (("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(var, value)  # a torchrun rank: it may not ask alone
+    res = run_in_process("-w", ws.root, "train", "--model-name", "bad", "--interactive")
+    assert_one_line_error(res, "--interactive", "torchrun", "--nproc N")
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var)
     faces = Faceset(ws.aligned_dir("src"), 64, "full")
     with pytest.raises(FacelabError, match=r"Batch size 16 \(2 ranks × 8\) is larger than "
                        rf"the {len(faces)} faces"):

@@ -65,12 +65,16 @@ def train_cmd(
     opts = _options(given, model)  # every flag checked before anything is asked
     st = state()
     st.ws.require()
+    ranks = Ranks.from_env()  # under torchrun: one rank of a data-parallel run
+    if interactive and ranks.world > 1:
+        raise FacelabError("--interactive asks before the ranks start, and each torchrun "
+                           "rank would ask alone: use `facelab train --nproc N "
+                           "--interactive` instead.")
     if interactive:
         preset = model.pop("preset", None)
         model = _ask(st.ws.model_dir, opts.model_name, preset, model)
         model.setdefault("preset", preset)
         opts = _options(given, model)
-    ranks = Ranks.from_env()  # under torchrun: one rank of a data-parallel run
     launching = opts.nproc > 1 and ranks.world == 1
     reporter = _reporter(st) if ranks.lead else RichReporter(quiet=True)
     if not launching:  # something at once: importing PyTorch and reading faces take seconds
