@@ -14,6 +14,7 @@ from torch import nn
 from facelab.errors import FacelabError
 from facelab.train import checkpoint as ckpt
 from facelab.train import losses
+from facelab.train.checkpoint_state import NonFinite
 
 ARCH = "tiny-test"
 FIXED = {"resolution": 16, "dims": [4, 8]}
@@ -215,7 +216,7 @@ def test_non_finite_weights_are_refused_and_the_last_save_kept(tmp_path: Path) -
                 model.net[0].weight[0, 0] = float("nan")
             else:
                 next(iter(opt.state.values()))["exp_avg"].view(-1)[0] = float("inf")
-        with pytest.raises(ckpt.NonFinite, match="NaN or inf"):
+        with pytest.raises(NonFinite, match="NaN or inf"):
             _save(tmp_path, model, opt, 3, backup=True)
         assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files  # untouched
         model, opt = _make(0)

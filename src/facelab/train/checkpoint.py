@@ -13,24 +13,29 @@ never holds NaN or inf and the last good one stays.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from facelab.errors import FacelabError
+from facelab.train.checkpoint_state import (
+    check_finite,
+    join_tensors,
+    model_tensors,
+    rng_state,
+    set_rng_state,
+    split_tensors,
+)
 
 FORMAT = "facelab-checkpoint-1"
 FILES = ("weights.safetensors", "optimizer.safetensors", "state.json")
@@ -43,10 +48,6 @@ Warn = Callable[[str], None]
 
 class _Damaged(Exception):
     """A save that does not verify; carries the reason for the warning."""
-
-
-class NonFinite(FacelabError):
-    """Refused to save: a weight or optimizer value is NaN or inf (nothing was written)."""
 
 
 def check_name(name: str) -> None:
@@ -77,97 +78,6 @@ def _pending(folder: Path, fname: str) -> Path:
 
 
 # --- tensors <-> JSON skeleton ------------------------------------------------------------
-
-
-def _split(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """JSON-safe copy of `obj` with every tensor moved to `tensors` under a path key."""
-    if isinstance(obj, torch.Tensor):
-        tensors[path] = obj.detach().cpu().contiguous().clone()
-        return {"__tensor__": path}
-    if isinstance(obj, dict):
-        if all(isinstance(k, str) for k in obj):
-            return {k: _split(v, f"{path}.{k}", tensors) for k, v in obj.items()}
-        return {"__dict__": [[k, _split(v, f"{path}.{k}", tensors)] for k, v in obj.items()]}
-    if isinstance(obj, tuple):
-        return {"__tuple__": [_split(v, f"{path}.{i}", tensors) for i, v in enumerate(obj)]}
-    if isinstance(obj, list):
-        return [_split(v, f"{path}.{i}", tensors) for i, v in enumerate(obj)]
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    raise TypeError(f"cannot store {type(obj).__name__} at {path} in a checkpoint")
-
-
-def _join(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(obj, dict):
-        if "__tensor__" in obj:
-            return tensors[obj["__tensor__"]]
-        if "__dict__" in obj:
-            return {k: _join(v, tensors) for k, v in obj["__dict__"]}
-        if "__tuple__" in obj:
-            return tuple(_join(v, tensors) for v in obj["__tuple__"])
-        return {k: _join(v, tensors) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_join(v, tensors) for v in obj]
-    return obj
-
-
-def _check_finite(name: str, what: str, tensors: dict[str, torch.Tensor]) -> None:
-    for key, t in tensors.items():
-        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
-            raise NonFinite(f"Model {name!r} was not saved: {what} {key!r} holds NaN or inf "
-                            "(the training diverged); the last save is kept.")
-
-
-def check_savable(name: str, model: torch.nn.Module,
-                  optimizer: torch.optim.Optimizer | None) -> None:
-    """Raise `NonFinite` as `save` would, writing nothing: a data-parallel rank that does not
-    write refuses the same saves as rank 0, so both roll back alike."""
-    opt_tensors: dict[str, torch.Tensor] = {}
-    if optimizer is not None:
-        _split(optimizer.state_dict(), "opt", opt_tensors)
-    _check_finite(name, "weight", dict(model.state_dict()))
-    _check_finite(name, "optimizer value", opt_tensors)
-
-
-def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    # clone so tied weights do not share storage (safetensors refuses shared tensors)
-    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-
-
-# --- random number generators -------------------------------------------------------------
-
-
-def _rng_state() -> dict[str, Any]:
-    version, internal, gauss = random.getstate()
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii"),
-        "python": [version, list(internal), gauss],
-        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = [
-            base64.b64encode(s.numpy().tobytes()).decode("ascii")
-            for s in torch.cuda.get_rng_state_all()
-        ]
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    raw = np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()
-    torch.set_rng_state(torch.from_numpy(raw))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
-    cuda = state.get("cuda")
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(
-            [
-                torch.from_numpy(np.frombuffer(base64.b64decode(s), dtype=np.uint8).copy())
-                for s in cuda
-            ]
-        )
 
 
 # --- saving -------------------------------------------------------------------------------
@@ -223,16 +133,16 @@ def save(
     check_name(name)
     folder = Path(folder)
     opt_tensors: dict[str, torch.Tensor] = {}
-    skeleton = _split(optimizer.state_dict(), "opt", opt_tensors) if optimizer else None
-    weights = _model_tensors(model)
-    _check_finite(name, "weight", weights)
-    _check_finite(name, "optimizer value", opt_tensors)
+    skeleton = split_tensors(optimizer.state_dict(), "opt", opt_tensors) if optimizer else None
+    weights = model_tensors(model)
+    check_finite(name, "weight", weights)
+    check_finite(name, "optimizer value", opt_tensors)
     doc = {
         "arch": arch,
         "fixed_options": fixed_options,
         "state": state,
         "optimizer": skeleton,
-        "rng": _rng_state(),
+        "rng": rng_state(),
     }
     blobs = {
         f"{name}_weights.safetensors": st_save(weights),
@@ -360,9 +270,9 @@ def load(
     _check_shapes(folder, name, model, weights)
     model.load_state_dict(weights, strict=True)
     if optimizer is not None and doc["optimizer"] is not None:
-        optimizer.load_state_dict(_join(doc["optimizer"], opt_tensors))
+        optimizer.load_state_dict(join_tensors(doc["optimizer"], opt_tensors))
     if restore_rng:
-        _set_rng_state(doc["rng"])
+        set_rng_state(doc["rng"])
     return doc["state"]
 
 

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from facelab.device import is_out_of_memory
 from facelab.errors import FacelabError
 from facelab.progress import Reporter
-from facelab.train.checkpoint import NonFinite
+from facelab.train.checkpoint_state import NonFinite
 from facelab.train.guard import LR_FACTOR, MAX_COLLAPSES, SPAN, Guard
 from facelab.train.run_options import TrainOptions, TrainReport
 

@@ -7,7 +7,7 @@ run holds the workspace lock `model-<name>`, and checks that the model folder is
 before it trains. When to log,
 preview, save and back up is loop.py's, shared with the meshswap family
 (facelab/meshswap/train.py). One SAE step (losses, precision, optimizer) lives in step.py;
-where and in which precision in facelab/device.py. `_setup` builds or resumes the model,
+where and in which precision in facelab/device.py. `sae_setup.py` builds or resumes the model,
 `_Sae` steps, saves and previews it inside `loop.Loop`.
 
 Pretraining (`pretrain_faces`) trains both sides on one folder of many people's faces, with
@@ -24,16 +24,12 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from facelab import locks
 from facelab.device import (
-    choose_precision,
     describe,
     out_of_memory_message,
     resolve_device,
@@ -41,48 +37,26 @@ from facelab.device import (
 from facelab.errors import FacelabError
 from facelab.progress import NullReporter, Reporter
 from facelab.train import checkpoint
-from facelab.train.data import Faceset, SampleOptions, make_loader
+from facelab.train.checkpoint_state import check_savable
+from facelab.train.data import SampleOptions, make_loader
 from facelab.train.loop import (
     LogFn,
     Loop,
     TrainReport,
-    check_intervals,
     check_writable,
     lr_note,
     out_of_memory_guard,
-    pick_lr,
 )
-from facelab.train.models import DEFAULT_PRESET, ModelOptions, build_model, preset
 from facelab.train.preview import fixed_faces, write_history, write_preview
-from facelab.train.run_options import MESHSWAP, Ranks, TrainOptions, check_family_options
-from facelab.train.saved import SavedModel, fixed_of, read_saved
+from facelab.train.run_options import MESHSWAP, Ranks, TrainOptions
+from facelab.train.sae_setup import FAMILY, SaeSetup, model_options, setup_sae
+from facelab.train.saved import fixed_of, read_saved
 from facelab.train.step import LR, TrainStep
 from facelab.workspace import Workspace
 
 __all__ = ["TrainOptions", "TrainReport", "train"]
 
 PREVIEW_FACES = 4
-FAMILY = "sae"  # recorded in every save: merge loads a model by its family
-
-
-def _model_options(
-    folder: Path, opts: TrainOptions
-) -> tuple[ModelOptions, SavedModel | None]:
-    """Options of a new model, or of the saved one with changeable overrides applied."""
-    check_family_options(FAMILY, opts.overrides)
-    changes = opts.model_changes()
-    saved = read_saved(folder, opts.model_name)
-    if saved is None:
-        return preset(opts.preset or DEFAULT_PRESET, **changes), None
-    mo = saved.options()
-    if opts.preset is not None and opts.preset.lower() != mo.preset:
-        want = preset(opts.preset)
-        raise FacelabError(
-            f"Model {opts.model_name!r} in {folder} is a {mo.preset} model ({mo.arch}, "
-            f"resolution {mo.resolution}), not {want.preset} ({want.arch}, resolution "
-            f"{want.resolution}); pick another name or leave out --preset."
-        )
-    return mo.override(**changes), saved
 
 
 def _family(folder: Path, opts: TrainOptions) -> str:
@@ -104,24 +78,6 @@ def _family(folder: Path, opts: TrainOptions) -> str:
             f"Model {opts.model_name!r} in {folder} is a {kind}, not "
             f"{opts.preset.lower()}; pick another name or leave out --preset.")
     return saved.family
-
-
-def _reinit_inter(model: nn.Module) -> None:
-    """Fresh inter layers (leaving pretrain): they hold what is specific to one pair."""
-    for name, module in model.named_modules():
-        if name.startswith("inter") and hasattr(module, "reset_parameters"):
-            module.reset_parameters()  # type: ignore[operator]
-
-
-def _facesets(ws: Workspace, mo: ModelOptions, opts: TrainOptions) -> tuple[Faceset, Faceset]:
-    if opts.pretrain_faces is not None:
-        folder = Path(opts.pretrain_faces)
-        if not folder.is_dir():
-            raise FacelabError(f"The pretrain faces folder {folder} does not exist.")
-        faces = Faceset(folder, mo.resolution, mo.face_type)
-        return faces, faces
-    return (Faceset(ws.aligned_dir("src"), mo.resolution, mo.face_type),
-            Faceset(ws.aligned_dir("dst"), mo.resolution, mo.face_type))
 
 
 def train(
@@ -173,13 +129,13 @@ def _train(ws: Workspace, opts: TrainOptions, reporter: Reporter,
         return train_meshswap(ws, opts, reporter, stop, on_log)
 
     def message() -> str:
-        mo, _ = _model_options(ws.model_dir, opts)
+        mo, _ = model_options(ws.model_dir, opts)
         return out_of_memory_message(mo.batch_size, mo.resolution, mo.ae_dims,
                                      resolve_device(opts.device))
 
     def run() -> TrainReport:
         return out_of_memory_guard(
-            lambda: _run(_setup(ws, opts, reporter, ranks), opts, reporter, stop, on_log),
+            lambda: _run(setup_sae(ws, opts, reporter, ranks), opts, reporter, stop, on_log),
             message)
 
     if ranks.world == 1:  # nothing of torch.distributed
@@ -190,101 +146,12 @@ def _train(ws: Workspace, opts: TrainOptions, reporter: Reporter,
         return run()
 
 
-@dataclass
-class _Setup:
-    """A model ready to step: built, resumed (or left pretraining), on its device."""
-
-    folder: Path
-    name: str
-    mo: ModelOptions
-    pretrain: bool  # training on one folder of many people's faces
-    resumed: bool
-    device: torch.device
-    precision: str
-    precision_reason: str
-    model: nn.Module
-    step: TrainStep
-    state: dict[str, Any]  # the save's (iteration, history), or a new model's
-    src_faces: Faceset
-    dst_faces: Faceset
-    forward: nn.Module  # the model, or its torch.compile'd form
-    lr: float
-    fresh: bool  # not (yet) the model on disk: new, or just left pretraining
-    ranks: Ranks
-
-
-def _setup(ws: Workspace, opts: TrainOptions, reporter: Reporter, ranks: Ranks) -> _Setup:
-    """Everything before the first step, in the order that makes a resume exact (the seed,
-    the network, then the save's weights, optimizer and RNG states)."""
-    folder = ws.model_dir
-    name = opts.model_name
-    checkpoint.check_name(name)
-    check_intervals(opts)
-    mo, saved = _model_options(folder, opts)
-    pretrain = opts.pretrain_faces is not None
-    if pretrain:  # DeepFaceLab's forced settings while pretraining
-        mo = mo.override(face_style_power=0.0, bg_style_power=0.0, sort_by_yaw=False,
-                         random_flip=True)
-    if ranks.world == 1:
-        device = resolve_device(opts.device)
-        precision, why = choose_precision(opts.precision, device)
-    else:  # GPU LOCAL_RANK; a measured precision is rank 0's on all
-        from facelab.train import ddp
-
-        device, precision, why = ddp.device_and_precision(opts.device, opts.precision, ranks)
-    reporter.status("Reading the faces …")
-    src_faces, dst_faces = _facesets(ws, mo, opts)
-    for faces in dict.fromkeys((src_faces, dst_faces)):  # pretraining: one set, said once
-        if faces.occlusions:
-            reporter.info(f"{faces.name}: {len(faces.occlusions)} of {len(faces)} faces carry "
-                          "a mask (facelab mask apply): their occluded pixels are left out of "
-                          "the loss.")
-
-    reporter.status(f"{'Loading' if saved else 'Building'} model {name!r} …")
-    torch.manual_seed(opts.seed)
-    model = build_model(mo).to(device)
-    forward = torch.compile(model) if opts.compile else model
-    step = TrainStep(model, mo, device, precision, forward=forward)  # type: ignore[arg-type]
-    state: dict[str, Any] = {"iteration": 0, "history": []}
-    if saved is not None:
-        state = checkpoint.load(
-            folder, name, model, step.optimizer, expected_arch=mo.arch,
-            fixed_options=fixed_of(mo), warn=reporter.warn,
-        )
-    lr = pick_lr(opts.lr, state, LR)
-    step.set_lr(lr)
-    fresh = saved is None
-    if state.get("pretrain") and not pretrain:
-        done = int(state.get("iteration", 0))
-        if ranks.lead:
-            checkpoint.save(folder, name, model, step.optimizer, state, arch=mo.arch,
-                            fixed_options=fixed_of(mo), keep_backups=max(1, opts.keep_backups),
-                            backup=True)
-        _reinit_inter(model)
-        step = TrainStep(model, mo, device, precision, lr=lr, forward=forward)  # type: ignore[arg-type]
-        state, fresh = {"iteration": 0, "history": []}, True
-        reporter.info(f"Leaving pretraining after {done} iterations (kept as a backup): "
-                      "training the pair from iteration 0 with fresh inter layers.")
-    it = int(state.get("iteration", 0))
-    was = int(state.get("ranks", 1))
-    if saved is not None and was != ranks.world and it:
-        reporter.info(f"Model {name!r} trained on {was} rank(s) until now, on {ranks.world} "
-                      "from here: its global batch changes with the rank count.")
-    if mo.target_iteration and it >= mo.target_iteration:
-        raise FacelabError(
-            f"Model {name!r} is already at iteration {it}, the target "
-            f"{mo.target_iteration}: raise --target-iteration or set 0 for unlimited."
-        )
-    return _Setup(folder, name, mo, pretrain, saved is not None, device, precision, why,
-                model, step, state, src_faces, dst_faces, forward, lr, fresh, ranks)
-
-
 class _Sae:
     """The SAE family's part of a run (`loop.Family`): batches from the sample loader,
     TrainStep, saves and the 5-row preview. Data-parallel (`sync`), a rank other than 0
     checks what a save would refuse (so it rolls back with rank 0) and writes nothing."""
 
-    def __init__(self, setup: _Setup, opts: TrainOptions, start: int,
+    def __init__(self, setup: SaeSetup, opts: TrainOptions, start: int,
                  warn: Callable[[str], None], sync: Any = None) -> None:
         self.setup = setup
         self.opts = opts
@@ -329,7 +196,7 @@ class _Sae:
                 fixed_options=fixed_of(r.mo), keep_backups=self.opts.keep_backups,
                 backup=backup)
         else:
-            checkpoint.check_savable(r.name, r.model, r.step.optimizer)
+            check_savable(r.name, r.model, r.step.optimizer)
         if self.sync is not None:
             self.sync.saved()
         self.initial = None  # from now on the save is where a collapse goes back to
@@ -371,7 +238,7 @@ class _Sae:
             close()
 
 
-def _run(setup: _Setup, opts: TrainOptions, reporter: Reporter, stop: threading.Event | None,
+def _run(setup: SaeSetup, opts: TrainOptions, reporter: Reporter, stop: threading.Event | None,
          on_log: LogFn | None) -> TrainReport:
     """Step the SAE model of `setup` through the shared loop; the report of the run."""
     r = setup
