@@ -327,9 +327,10 @@ def _discard(results: list[Result]) -> None:
 def _process(ws: Workspace, side: Side, source: FrameSource, frames: list[str],
              options: ExtractorOptions, state: _State, opts: FaceExtractOptions, debug: bool,
              report: FaceExtractReport, reporter: Reporter, label: str,
-             cluster: Layout | None = None) -> None:
+             joined: Layout | None = None) -> None:
     """Frames through the executor, a few in flight per worker (memory stays flat),
-    recorded in frame order; on an error the frames before it are recorded."""
+    recorded in frame order; on an error the frames before it are recorded.
+    `joined`: the layout joined on the cluster `opts.cluster` (None: a local run)."""
     aligned, debug_dir = ws.aligned_dir(side), ws.aligned_debug_dir(side)
     aligned.mkdir(parents=True, exist_ok=True)
     if debug:
@@ -351,7 +352,7 @@ def _process(ws: Workspace, side: Side, source: FrameSource, frames: list[str],
     try:
         with reporter.task(label, len(frames)) as task:
             results = run_measured(chunks, _worker_chunk, start, "extract", key,
-                                   layout=cluster or _given_layout(opts, len(frames)),
+                                   layout=joined or _given_layout(opts, len(frames)),
                                    discard=_discard,
                                    reporter=reporter, max_workers=MAX_WORKERS,
                                    default=Layout(min(MAX_WORKERS, default_workers()), 1))
