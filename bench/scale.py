@@ -105,7 +105,7 @@ def parts(ws: Path, frames: int = 40) -> dict[str, float]:
     cutter = Cutter(source.video, source.index)
     runs = source.chunks(source.names)
     t = time.perf_counter()
-    sent = sum(len(cutter.cut([source._ordinal(n) for n in run])[1]) for run in runs)
+    sent = sum(len(cutter.cut([source.ordinal(n) for n in run])[1]) for run in runs)
     cut = (time.perf_counter() - t) / len(source)
     cutter.close()
     film = source.video.stat().st_size

@@ -174,7 +174,7 @@ def test_items_travel_with_their_piece_of_the_video_not_the_film(tmp_path: Path)
         span = piece_span(path.name)
         assert path.parent == tmp_path / PIECES and span is not None
         assert len(data) < video.stat().st_size
-        covered += [n for n in chunk if source._ordinal(n) in span]
+        covered += [n for n in chunk if source.ordinal(n) in span]
     ex.close()
     assert covered == source.names and len(source.chunks(source.names)) > 1
 

@@ -42,7 +42,7 @@ class PieceFiles:
         self.cutter = Cutter(source.video, source.index)
 
     def __call__(self, item: Any) -> list[ItemFile]:
-        ordinals = [self.source._ordinal(n) for n in self.names(item)]
+        ordinals = [self.source.ordinal(n) for n in self.names(item)]
         if not ordinals:
             return []
         name, data = self.cutter.cut(ordinals)

@@ -110,7 +110,8 @@ class VideoSource:
     def __getstate__(self) -> dict[str, Any]:  # the open decoder stays in its process
         return {**self.__dict__, "_reader": None}
 
-    def _ordinal(self, name: str) -> int:
+    def ordinal(self, name: str) -> int:
+        """The 0-based frame of the video that `name` is (a clear error for none)."""
         n = frame_number(name)
         if n is None or not 0 <= n - self.first < len(self.index):
             raise FacelabError(f"{self.video.name} has no frame {name} "
@@ -142,11 +143,11 @@ class VideoSource:
         raise FacelabError(f"No piece of {self.video.name} holds frames {lo}..{hi} here.")
 
     def read(self, name: str) -> np.ndarray:
-        i = self._ordinal(name)
+        i = self.ordinal(name)
         return self._frames([i]).read(i)
 
     def frames(self, names: Iterable[str]) -> Iterator[tuple[str, np.ndarray]]:
-        wanted = sorted((self._ordinal(n), n) for n in names)
+        wanted = sorted((self.ordinal(n), n) for n in names)
         if not wanted:
             return
         by_ordinal = dict(wanted)
@@ -159,13 +160,13 @@ class VideoSource:
         one and hold at least `min_len` frames (the last may hold fewer)."""
         if not names:
             return []
-        ordinals = [self._ordinal(n) for n in names]
+        ordinals = [self.ordinal(n) for n in names]
         key = set(self.index.keyframes)
         out: list[list[str]] = [[]]
         for i, name in zip(ordinals, names, strict=True):
             current = out[-1]
             if current and len(current) >= min_len and (
-                    i in key or i != self._ordinal(current[-1]) + 1):
+                    i in key or i != self.ordinal(current[-1]) + 1):
                 out.append(current := [])
             current.append(name)
         return _tail_joined(out, min_len)
