@@ -3,11 +3,13 @@ runner for the real `facelab` command in a subprocess."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# the C2PA signing key facelab makes on first use goes to $XDG_CONFIG_HOME/facelab: never
+# the real ~/.config in tests. Set at import, before any fixture's subprocess inherits it.
+_CONFIG = tempfile.mkdtemp(prefix="facelab-test-config-")
+os.environ["XDG_CONFIG_HOME"] = _CONFIG
+atexit.register(shutil.rmtree, _CONFIG, True)
 DATA = Path(os.environ.get("FACELAB_TEST_DATA", ROOT.parent / "shared" / "data"))
 
 

@@ -240,13 +240,15 @@ def test_a_wrong_address_is_one_line(tmp_path: Path, aligned_faces: Path) -> Non
 def test_merge_on_the_cluster_is_the_local_one(cluster: str, aligned_faces: Path,
                                                tmp_path: Path) -> None:
     """dst kept in its video, a tiny SAE: the result video merged by the cluster's workers
-    (segments encoded there, sent back, joined with the audio here) decodes to exactly the
-    frames a local merge writes as PNGs."""
+    (segments encoded there, sent back, joined with the audio here) and the PNG frames
+    they merge (each signed there with the key sent in memory, its manifest filed in the
+    workspace's store) are exactly the frames a local merge writes as PNGs."""
     import av
     import cv2
     import numpy as np
 
     from facelab.progress import NullReporter
+    from facelab.provenance.credentials import read_file
     from facelab.train.trainer import TrainOptions, train
     from facelab.workspace import Workspace, list_images
     from tests.test_merge import TINY
@@ -269,8 +271,21 @@ def test_merge_on_the_cluster_is_the_local_one(cluster: str, aligned_faces: Path
                       "--workers", "2")
     assert res.rc == 0, res.err
     pngs = list_images(ws.merged_dir)
+    local = [cv2.imread(str(p)) for p in pngs]
     with av.open(str(out)) as c:
         streamed = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
     assert len(streamed) == len(pngs) == 75
-    for frame, png in zip(streamed, pngs, strict=True):
-        assert np.array_equal(frame, cv2.imread(str(png))), png.name
+    for frame, png, image in zip(streamed, pngs, local, strict=True):
+        assert np.array_equal(frame, image), png.name
+    assert read_file(out).state == "valid"
+
+    shutil.rmtree(ws.root / "credentials")
+    res = run_facelab("-w", ws.root, "merge", "--model-name", "warp", "--to-frames",
+                      "--force", "--cluster", cluster)
+    assert res.rc == 0, res.err
+    pngs = list_images(ws.merged_dir)
+    assert [p.name for p in pngs] == [f"{i:05d}.png" for i in range(1, 76)]
+    for png, image in zip(pngs, local, strict=True):
+        assert np.array_equal(cv2.imread(str(png)), image), png.name
+    assert {read_file(p).state for p in pngs[::15]} == {"valid"}
+    assert len(list((ws.root / "credentials").rglob("*.c2pa"))) >= 75

@@ -23,6 +23,8 @@ from facelab.errors import FacelabError
 from facelab.fsutil import atomic_path
 from facelab.merge.options import MergeOptions
 from facelab.progress import NULL, Reporter
+from facelab.provenance.credentials import sign_result_bytes
+from facelab.provenance.credentials.result import workspace_signing
 from facelab.provenance.mark import Mark
 from facelab.provenance.png import png_bytes_with_mark
 from facelab.provenance.watermark import mark_frame
@@ -72,7 +74,8 @@ def examples_dir() -> Path:
 
 
 def side_by_side(ws: Workspace, path: Path, rows: int = 3) -> Path:
-    """dst | result for a few frames spread over the clip, one PNG, marked synthetic."""
+    """dst | result for a few frames spread over the clip, one PNG, marked synthetic and
+    carrying a C2PA manifest (signed last, over the mark and the watermark)."""
     dst = open_frames(ws, "dst")
     if not len(dst):
         raise FacelabError(f"{ws.frames_dir('dst')} holds no frames.")
@@ -84,8 +87,10 @@ def side_by_side(ws: Workspace, path: Path, rows: int = 3) -> Path:
     ok, data = cv2.imencode(".png", mark_frame(np.vstack(lines), mark))
     if not ok:
         raise FacelabError(f"Cannot encode {path}.")
+    signed = sign_result_bytes(png_bytes_with_mark(data.tobytes(), mark), path.name,
+                               workspace_signing(ws.root, mark))
     with atomic_path(path) as tmp:
-        tmp.write_bytes(png_bytes_with_mark(data.tobytes(), mark))
+        tmp.write_bytes(signed)
     return path
 
 

@@ -145,6 +145,9 @@ def test_the_merge_page_previews_sets_ranges_and_merges(studio: Studio, page: An
     # the result beside dst (an MPEG-1 dst transcoded for the browser), verify's report
     wait_until(page, "document.querySelector('#merge-verify') !== null", 60)
     assert page.get_attribute("#merge-verify", "data-verify") == "synthetic"
+    detail = page.inner_text("#merge-verify-detail")  # its signed manifest first
+    assert detail.startswith("C2PA manifest: valid, signed by facelab") and \
+        "(self-signed)" in detail and "watermark" in detail, detail
     wait_until(page, "document.querySelector('#result-video').readyState >= 1 && "
                      "document.querySelector('#dst-video').readyState >= 1", 60)
     assert page.evaluate("Math.abs(document.querySelector('#result-video').duration - "

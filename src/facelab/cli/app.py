@@ -10,6 +10,7 @@ import typer
 
 from facelab import __version__
 from facelab.cli import (
+    credentials_cmd,
     demo_cmd,
     eval_cmd,
     faces_cmd,
@@ -51,6 +52,7 @@ app = typer.Typer(
 helpformat.install()
 app.add_typer(workspace_cmd.app, name="workspace")
 app.add_typer(video_cmd.app, name="video")
+app.add_typer(credentials_cmd.app, name="credentials")
 faces_cmd.register(app)
 faceset_cmd.register(app)
 demo_cmd.register(app)

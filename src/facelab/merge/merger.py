@@ -58,6 +58,7 @@ from facelab.merge.stream import (
 from facelab.merge.video_out import SEGMENTS_DIR, segment_path
 from facelab.merge.worker import BATCH_FRAMES, Item, Setup, init, work
 from facelab.progress import Reporter
+from facelab.provenance.credentials.result import workspace_signing
 from facelab.provenance.mark import Mark
 from facelab.segment.infer import WINDOW
 from facelab.tuning import Layout, layout_for, run_measured
@@ -235,14 +236,16 @@ def _merge(ws: Workspace, model_name: str, opts: MergeOptions, reporter: Reporte
     made.forget([k for ks in keys for k in ks])  # until remade, none of them counts as done
     made.save()
     report.skipped = len(frames) - sum(len(it.frames) for it in items)
+    mark = Mark.synthetic(info.model_id)
+    signing = workspace_signing(ws.root, mark)
     setup = Setup(ws.model_dir, model_name, device, opts, out_dir, mask_dir, debug_dir,
-                  Mark.synthetic(info.model_id), precision, source,
-                  stream.spec if stream else None, segmenters)
+                  mark, precision, source, stream.spec if stream else None, segmenters,
+                  signing.carried() if on is not None else signing)
     _run(items, keys, setup, made, report, reporter, workers, device, info, recorded,
          (ws.root, on))
     if stream is not None:
         report.output, report.joined = finish_stream(ws, stream, out_dir, setup.mark,
-                                                     reporter)
+                                                     reporter, setup.signing)
     return report
 
 

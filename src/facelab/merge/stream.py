@@ -29,6 +29,7 @@ from facelab.merge.video_out import (
 )
 from facelab.progress import Reporter
 from facelab.provenance import Mark
+from facelab.provenance.credentials import Signing, mime_of, read_file
 from facelab.provenance.video import container_marks
 from facelab.video.assemble import encoder_settings
 from facelab.video.formats import FORMATS
@@ -127,7 +128,9 @@ def _up_to_date(output: Path, segments: list[Path], tag: str, mark: Mark) -> boo
             found = container_marks(done)
     except av.error.FFmpegError:
         return False
-    return tags.get("comment") == tag and bool(found) and found[0][1].model_id == mark.model_id
+    if tags.get("comment") != tag or not found or found[0][1].model_id != mark.model_id:
+        return False
+    return mime_of(output) is None or read_file(output).state == "valid"  # its manifest too
 
 
 def frame_done_debug(debug_dir: Path, name: str) -> bool:
@@ -135,7 +138,7 @@ def frame_done_debug(debug_dir: Path, name: str) -> bool:
 
 
 def finish_stream(ws: Workspace, stream: Stream, folder: Path, mark: Mark,
-                  reporter: Reporter) -> tuple[Path, bool]:
+                  reporter: Reporter, signing: Signing | None = None) -> tuple[Path, bool]:
     """Join the plan's segments into the result (the previous result to the trash) and
     remove segments of earlier plans (facelab's own intermediate files). Returns the
     result and whether it was written now (False: it was already up to date)."""
@@ -150,7 +153,7 @@ def finish_stream(ws: Workspace, stream: Stream, folder: Path, mark: Mark,
     trash = ws.new_trash_dir() if previous else None
     join_segments(paths, stream.output, stream.spec, stream.info, stream.audio, mark,
                   stream.tag, reporter, before_rename=lambda: trash and move_to_trash(
-                      previous, trash, stream.output.parent))
+                      previous, trash, stream.output.parent), signing=signing)
     planned = {p.name for p in paths}
     for old in folder.glob(f"seg_*{SEGMENT_EXT}"):
         if old.name not in planned:

@@ -32,6 +32,7 @@ from facelab.errors import FacelabError
 from facelab.fsutil import atomic_path, naming, temp_sibling
 from facelab.progress import Reporter
 from facelab.provenance import Mark, video_metadata
+from facelab.provenance.credentials import Signing, sign_result_file
 from facelab.video.audio import AudioMux
 from facelab.video.formats import FORMATS, OutputFormat
 from facelab.video.frames import to_video_frame
@@ -176,10 +177,12 @@ def _packets(path: Path) -> Iterator[tuple[av.Packet, av.video.stream.VideoStrea
 
 def join_segments(segments: list[Path], output: Path, spec: VideoSpec, info: VideoInfo,
                   audio: Path | None, mark: Mark, tag: str, reporter: Reporter,
-                  before_rename: Callable[[], object] | None = None) -> str | None:
+                  before_rename: Callable[[], object] | None = None,
+                  signing: Signing | None = None) -> str | None:
     """The segments' packets, retimed one after another, into `output` (written under a
     temporary name, renamed when complete, `before_rename` run just before) with `audio`'s
-    first track; returns how the audio was carried, or None."""
+    first track, and `signing`'s C2PA manifest embedded last; returns how the audio was
+    carried, or None."""
     fmt = spec.fmt
     total = sum(segment_frames(p) for p in segments)
     described = None
@@ -221,6 +224,8 @@ def join_segments(segments: list[Path], output: Path, spec: VideoSpec, info: Vid
                                    "merge again with --force.")
             if mux:
                 mux.finish()
+        if signing is not None:  # last: its hash covers the finished file, tags included
+            sign_result_file(tmp, tmp, signing, output.name)
         if before_rename is not None:
             before_rename()
     return described

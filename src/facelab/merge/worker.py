@@ -28,6 +28,7 @@ from facelab.merge.options import MergeOptions
 from facelab.merge.predictor import Predictor, load_predictor
 from facelab.merge.segmasks import SEG_SIDES, FrameReader
 from facelab.merge.video_out import SegmentWriter, VideoSpec, segment_path
+from facelab.provenance.credentials import Signing, sign_result_bytes
 from facelab.provenance.mark import Mark
 from facelab.provenance.png import encode_png
 from facelab.provenance.watermark import mark_frame
@@ -58,6 +59,9 @@ class Setup:
     #: the segmenters the mask mode uses, by side (dst: seg-dst, src: seg-prd), as
     #: `segment.shipped.load` paths (the driver picks the person's own or the generic one)
     segmenters: dict[str, Path] = field(default_factory=dict)
+    #: the C2PA manifest each merged frame carries, embedded last (None: unsigned, only
+    #: for callers that write no result)
+    signing: Signing | None = None
 
 
 @dataclass(frozen=True)
@@ -334,7 +338,10 @@ def _write(stem: str, out: np.ndarray, alpha: np.ndarray, setup: Setup,
     image, a8 = marked_image(stem, out, alpha, setup.mark, opts, setup.mask_dir is not None)
     written = []
     path = setup.out_dir / f"{stem}.png"
-    _put(path, encode_png(image, setup.mark))
+    data = encode_png(image, setup.mark)
+    if setup.signing is not None:  # last, over the mark and the watermark
+        data = sign_result_bytes(data, path.name, setup.signing)
+    _put(path, data)
     written.append(path)
     if setup.mask_dir is not None:
         mpath = setup.mask_dir / f"{stem}.png"

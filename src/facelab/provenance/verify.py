@@ -1,15 +1,17 @@
 """`verify`: which provenance marks a file carries, found by a list of detectors.
 
-Each detector looks at one identified file and returns findings: the metadata detector
+First the C2PA manifest embedded in the file (credentials/: valid, tampered or absent).
+Then each detector looks at one identified file and returns findings: the metadata detector
 (XMP, container tags) and the invisible-watermark detector (pixels, so it survives uploads
-that strip metadata; see watermark/ and docs/WATERMARK.md).
+that strip metadata; see watermark/ and docs/WATERMARK.md). A file without a valid manifest
+whose watermark reads has its manifest looked up in a store by the payload (soft binding).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import av
 import av.error
@@ -17,8 +19,14 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from facelab.errors import FacelabError
+from facelab.provenance.credentials.keys import KeyPair, load_keys
+from facelab.provenance.credentials.read import Credentials, read_file
+from facelab.provenance.credentials.recover import Recovery, recover
+from facelab.provenance.credentials.store import workspace_store
 from facelab.provenance.image import image_type, read_mark
 from facelab.provenance.mark import (
+    SYNTHETIC_TYPES,
     TOOL,
     TRAINED_ALGORITHMIC_MEDIA,
     Mark,
@@ -47,6 +55,8 @@ class Finding:
     detector: str  # "metadata", "watermark"
     where: str  # "PNG XMP", "container metadata", …
     mark: Mark
+    payload: int | None = None  # the watermark's, when read
+    soft: np.ndarray | None = field(default=None, compare=False, repr=False)  # its chips
 
 
 class Detector(Protocol):
@@ -59,10 +69,25 @@ class Detector(Protocol):
 class Verdict:
     media: Media
     findings: list[Finding] = field(default_factory=list)
+    credentials: Credentials = field(default_factory=lambda: Credentials("absent"))
+    recovery: Recovery | None = None  # the manifest found by the watermark's payload
 
     @property
     def synthetic(self) -> bool:
-        return any(f.mark.is_synthetic for f in self.findings)
+        c = self.credentials
+        return (any(f.mark.is_synthetic for f in self.findings)
+                or (c.state == "valid" and c.source_type in SYNTHETIC_TYPES))
+
+    def to_json(self, name: str) -> dict[str, Any]:
+        """The verdict as `verify --json` and the studio give it (`name`: the file's)."""
+        return {
+            "file": name, "synthetic": self.synthetic,
+            "manifest": self.credentials.to_json(),
+            "marks": [{"detector": f.detector, "where": f.where, **f.mark.__dict__,
+                       "payload": None if f.payload is None else f"{f.payload:08x}"}
+                      for f in self.findings],
+            "recovered": self.recovery.to_json() if self.recovery else None,
+        }
 
 
 class MetadataDetector:
@@ -99,15 +124,16 @@ class WatermarkDetector:
             n, found = len(result.frames), sum(d.found for d in result.frames)
             where = (f"watermark in {found} of {n} sampled frames ({100 * found / n:.0f} %), "
                      f"clip Z {result.clip.score:.1f}")
-            return [self._finding(where, result.clip.payload)]
+            return [self._finding(where, result.clip.payload, result.clip.soft)]
         d = detect_watermark(self._image(media.path))
-        return [self._finding(f"watermark, Z {d.score:.1f}", d.payload)] if d.found else []
+        return [self._finding(f"watermark, Z {d.score:.1f}", d.payload, d.soft)] if d.found else []
 
-    def _finding(self, where: str, payload: int | None) -> Finding:
+    def _finding(self, where: str, payload: int | None, soft: np.ndarray | None) -> Finding:
         model = model_hash(payload) if payload is not None else None
         where += f", payload {payload:08x}" if payload is not None else ", payload unreadable"
         return Finding(self.name, where, Mark(TRAINED_ALGORITHMIC_MEDIA, TOOL,
-                                              model_id=f"sha256:{model}…" if model else ""))
+                                              model_id=f"sha256:{model}…" if model else ""),
+                       payload, soft)
 
     def _image(self, path: Path) -> np.ndarray:
         gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
@@ -183,10 +209,30 @@ def _open_video(path: Path) -> av.container.InputContainer:
         raise UnreadableFile(f"{path.name} is not an image or video facelab can read.") from e
 
 
-def verify(path: Path, detectors: list[Detector] | None = None) -> Verdict:
-    """Run every detector on `path`. Raises `UnreadableFile` for a file that cannot be read."""
+_MIME = {"png": "image/png", "jpeg": "image/jpeg"}
+
+
+def verify(path: Path, detectors: list[Detector] | None = None, store: Path | None = None
+           ) -> Verdict:
+    """Read `path`'s C2PA manifest and run every detector on it; without a valid manifest,
+    look the watermark's payload up in `store` (default: the credentials/ of the workspace
+    `path` lies in). Raises `UnreadableFile` for a file that cannot be read."""
     media = identify(path)
     verdict = Verdict(media)
+    keys = _own_keys()
+    verdict.credentials = read_file(path, keys, _MIME.get(media.kind))
     for d in detectors if detectors is not None else DETECTORS:
         verdict.findings += d.detect(media)
+    mark = next((f for f in verdict.findings if f.detector == "watermark"), None)
+    store = store or workspace_store(path.resolve())
+    if verdict.credentials.state != "valid" and mark is not None and store is not None:
+        verdict.recovery = recover(mark.payload, store, keys, mark.soft)
     return verdict
+
+
+def _own_keys() -> KeyPair | None:
+    """The user's signing key, to tell their manifests from others' (never made here)."""
+    try:
+        return load_keys()
+    except FacelabError:
+        return None

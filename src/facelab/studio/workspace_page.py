@@ -178,12 +178,7 @@ def verify_file(ctx: StudioContext, rel: str) -> dict[str, Any]:
             verdict = verify(path)
         except UnreadableFile as e:
             raise FacelabError(str(e)) from None
-        ctx.caches[key] = {
-            "file": rel, "synthetic": verdict.synthetic,
-            "findings": [{"detector": f.detector, "where": f.where,
-                          "source_type": f.mark.source_type, "tool": f.mark.tool,
-                          "version": f.mark.version, "model_id": f.mark.model_id,
-                          "created": f.mark.created} for f in verdict.findings]}
+        ctx.caches[key] = verdict.to_json(rel)
     return ctx.caches[key]
 
 

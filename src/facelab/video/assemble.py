@@ -25,6 +25,8 @@ from facelab.errors import FacelabError
 from facelab.fsutil import atomic_path, clean_stale_parts, move_to_trash, read_json
 from facelab.progress import NULL, Reporter
 from facelab.provenance import Mark, read_mark, video_metadata
+from facelab.provenance.credentials import mime_of, read_file, sign_result_file
+from facelab.provenance.credentials.result import workspace_signing
 from facelab.provenance.image import MARKABLE
 from facelab.provenance.video import container_marks
 from facelab.video.audio import AudioMux
@@ -58,6 +60,8 @@ class AssembleReport:
     padded: bool = False
     alpha_source: str | None = None
     mark: Mark | None = None  # the frames' provenance mark, now in the video's metadata
+    #: the C2PA manifest: "embedded", or why not (webm: c2pa has no Matroska support)
+    manifest: str | None = None
 
 
 def frame_sizes(frames: list[Path]) -> tuple[int, int]:
@@ -198,6 +202,8 @@ def _assemble(ws: Workspace, opts: AssembleOptions, fmt: OutputFormat,
                       "one pixel (edge repeated).")
 
     trash = [output] if output.exists() else []
+    # the user's key is made here if there is none (said once): before any output exists
+    signing = workspace_signing(ws.root, report.mark) if report.mark else None
     with atomic_path(output) as tmp:
         with av.open(str(tmp), mode="w", format=fmt.muxer, options=fmt.mux_options) as out:
             out.metadata["comment"] = tag
@@ -227,6 +233,9 @@ def _assemble(ws: Workspace, opts: AssembleOptions, fmt: OutputFormat,
             out.mux(vs.encode(None))
             if mux:
                 mux.finish()
+        if signing is not None:  # last: its hash covers the finished file, tags included
+            report.manifest = ("embedded" if sign_result_file(tmp, tmp, signing, output.name)
+                               else f"none: c2pa cannot embed in .{fmt.ext}")
         if trash:
             move_to_trash(trash, ws.new_trash_dir(), output.parent)
     return report
@@ -242,7 +251,7 @@ def _settings_tag(fmt: OutputFormat, options: dict[str, str], bit_rate: int | No
 
 def _up_to_date(output: Path, frames: list[Path], tag: str, mark: Mark | None) -> bool:
     """The result exists, is newer than every frame, was made with the same settings and
-    carries the frames' mark."""
+    carries the frames' mark (and, where the format takes one, a valid C2PA manifest)."""
     if not output.is_file():
         return False
     if output.stat().st_mtime <= max(p.stat().st_mtime for p in frames):
@@ -252,9 +261,11 @@ def _up_to_date(output: Path, frames: list[Path], tag: str, mark: Mark | None) -
             found = container_marks(done)
             has = found[0][1] if found else None
             tags = {k.lower(): v for k, v in done.metadata.items()}  # Matroska: COMMENT
-            return tags.get("comment") == tag and has == mark
+            if tags.get("comment") != tag or has != mark:
+                return False
     except av.error.FFmpegError:
         return False
+    return mark is None or mime_of(output) is None or read_file(output).state == "valid"
 
 
 def _alpha_source(frames: list[Path], mask_dir: Path) -> tuple[str, list[Path] | None]:

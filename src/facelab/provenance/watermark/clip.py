@@ -118,7 +118,7 @@ def _joint_payload(d: Detection, static: np.ndarray, temporal: np.ndarray | None
         if z > 0:
             soft += z * soft_bits(ev[d.at[0]], d.at[1:], mix, key)
     payload = code.decode(soft)
-    return replace(d, payload=payload if payload is not None else d.payload)
+    return replace(d, payload=payload if payload is not None else d.payload, soft=soft)
 
 
 def sample_pairs(total: int, sample: int) -> list[int]:

@@ -36,6 +36,22 @@ def model_hash(payload: int) -> str | None:
     return f"{payload & 0xFFFFFF:06x}" if payload >> 24 == TAG else None
 
 
+def match(soft: np.ndarray, candidates: list[int]) -> tuple[int | None, float]:
+    """The candidate payload whose chips `soft` correlates with best, and that correlation
+    in standard deviations of chance (a payload unrelated to `soft` scores ~N(0, 1)).
+    Telling a few known payloads apart needs far less signal than decoding 32 bits blind:
+    this is how a manifest store recovers a clip whose CRC fails. The first block holds
+    only the tag, the same in every facelab payload, so it is left out: it would lift
+    every wrong facelab candidate by the signal it carries."""
+    s = np.asarray(soft, np.float64)[CHIPS:]
+    norm = float(np.linalg.norm(s))
+    if not candidates or norm == 0:
+        return None, 0.0
+    zs = [float(s @ encode(p)[CHIPS:]) / norm for p in candidates]
+    best = int(np.argmax(zs))
+    return candidates[best], zs[best]
+
+
 def as_payload(payload: bytes | int) -> int:
     if isinstance(payload, bytes | bytearray):
         if len(payload) > PAYLOAD_BITS // 8:

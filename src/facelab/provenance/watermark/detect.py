@@ -16,7 +16,7 @@ threshold. A video's frames are summed before scoring (clip.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import cv2
@@ -60,6 +60,9 @@ class Detection:
     at: tuple[int, int, int] = (0, 0, 0)  # where: (index into SCALES, dy, dx) on the tile
     mix: Mix = (1.0, 0.0)  # the template it was found with
     nominal_score: float = 0.0  # Z at the nominal position, best mix (whether found or not)
+    #: the payload's soft chips where found (None: not found): a payload whose CRC fails
+    #: can still be matched against known candidates (`code.match`, the manifest store)
+    soft: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def _hp(x: np.ndarray) -> np.ndarray:
@@ -201,9 +204,10 @@ def score(ev: np.ndarray, key: bytes | str = pattern.DEFAULT_KEY, frames: int = 
     if nominal:
         z, i, dy, dx, mix = nom[0], NOMINAL, 0, 0, nom[1]
     found = nominal or z >= threshold
-    payload = code.decode(soft_bits(ev[i], (dy, dx), mix, key)) if found else None
+    soft = soft_bits(ev[i], (dy, dx), mix, key) if found else None
+    payload = code.decode(soft) if soft is not None else None
     return Detection(found, round(z, 2), payload, SCALES[i], frames, nominal, (i, dy, dx), mix,
-                     round(nom[0], 2))
+                     round(nom[0], 2), soft)
 
 
 def _maps(ev: np.ndarray, ts: tuple[_Templates, ...]) -> list[np.ndarray]:

@@ -42,6 +42,15 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** What `facelab verify` found (its JSON verdict), in words: the C2PA manifest, then the marks. */
+export function verdictText(v) {
+  const m = v.manifest || { state: "absent" };
+  let manifest = `C2PA manifest: ${m.state}`;
+  if (m.signer) manifest += `, signed by ${m.signer}${m.self_signed ? " (self-signed)" : ""}`;
+  const marks = (v.marks || []).map((f) => `${f.where}: ${f.source_type.split("/").pop()}${f.model_id ? ` (model ${f.model_id})` : ""}`);
+  return [manifest, ...marks].join("; ");
+}
+
 export function toast(message, kind = "info") {
   const box = document.getElementById("toast");
   const item = el("div", { class: kind }, message);
@@ -212,7 +221,7 @@ export async function stageForm(stage, initial = {}, { onStarted, onClose, main 
   return form;
 }
 
-export const studio = { api, el, toast, jobs, onJob, stageForm };
+export const studio = { api, el, toast, jobs, onJob, stageForm, verdictText };
 
 // -- pages ---------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@
 // own options (data_dst/merge.json, read by `facelab merge`), "merge all" as a job, and the
 // result playing beside dst with what `facelab verify` finds in it.
 
-import { api, el, jobs, onJob, toast } from "./app.js";
+import { api, el, jobs, onJob, toast, verdictText } from "./app.js";
 
 const DEBOUNCE_MS = 40;
 // DeepFaceLab's merger keys: option → [increase, decrease, step]
@@ -246,11 +246,10 @@ export async function mount(root, studio) {
     result.addEventListener("seeked", follow);
     result.addEventListener("timeupdate", follow);
     result.addEventListener("ratechange", () => { dst.playbackRate = result.playbackRate; });
-    const marks = verdict.findings.map((f) => `${f.where}: ${f.source_type.split("/").pop()}${f.model_id ? ` (model ${f.model_id})` : ""}`);
     resultBox.replaceChildren(
       el("h3", {}, `${info.result} `, el("span", { id: "merge-verify", class: verdict.synthetic ? "ok" : "bad",
         "data-verify": verdict.synthetic ? "synthetic" : "unmarked" }, verdict.synthetic ? "verify: marked synthetic" : "verify: NOT marked synthetic")),
-      el("div", { class: "muted" }, marks.join("; ")),
+      el("div", { class: "muted", id: "merge-verify-detail" }, verdictText(verdict)),
       el("div", { class: "players" }, el("figure", {}, result, el("figcaption", {}, "result")),
         el("figure", {}, dst, el("figcaption", {}, "dst"))));
     resultBox.dataset.loaded = String(stamp);

@@ -1,7 +1,7 @@
 // The workspace page: each stage's state, the next step, any stage run with its generated
 // form; the job panel (app.js) streams its progress and cancels it.
 
-import { api, el, onJob, stageForm, toast } from "./app.js";
+import { api, el, onJob, stageForm, toast, verdictText } from "./app.js";
 
 const SIDES = ["src", "dst"];
 
@@ -59,9 +59,8 @@ export async function mount(root) {
     try {
       const v = verdicts.get(file) || await api(`/api/workspace/verify?file=${encodeURIComponent(file)}`);
       verdicts.set(file, v);
-      const marks = v.findings.map((f) => `${f.where}: ${f.source_type.split("/").pop()}${f.model_id ? ` (model ${f.model_id})` : ""}`);
       slot.replaceChildren(el("span", { class: v.synthetic ? "ok" : "bad", "data-verify": v.synthetic ? "synthetic" : "unmarked" },
-        v.synthetic ? "marked synthetic" : "NOT marked synthetic"), el("div", { class: "muted" }, marks.join("; ")));
+        v.synthetic ? "marked synthetic" : "NOT marked synthetic"), el("div", { class: "muted" }, verdictText(v)));
     } catch (e) { slot.replaceChildren(el("span", { class: "bad" }, e.message)); }
   }
 
