@@ -1,13 +1,16 @@
 """Pieces of a video (`facelab.video.segment`): what a cluster worker decodes instead of the
 whole film. Every frame read from the piece that holds it is the frame a sequential decode
-of the whole film gives (same clips as test_video_index: B-frames, open GOPs, VFR); a piece
-is smaller than the film; a frame a piece lacks is an error, never a wrong frame."""
+of the whole film gives (test_video_index's clips: B-frames, open GOPs, VFR; and HEVC, and
+ProRes, whose pieces go into QuickTime since NUT cannot hold it); a piece is smaller than
+the film; a frame a piece lacks is an error, never a wrong frame. An index made in parts
+(`video/index_cluster.py`) is the one a single decode pass makes."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -16,15 +19,34 @@ from facelab.video.index import VideoFrames, build_index
 from facelab.video.index_cluster import Indexed, Part, index_in_parts, index_part, plan
 from facelab.video.segment import Cutter, key_before, piece_index, piece_span
 from facelab.video.source import VideoSource
-from tests.test_video_index import CLIPS, N, number, reference
+from tests.test_video_index import CLIPS, H, N, W, image, make, number, reference
 
-CUTTABLE = ["mp4", "mkv", "mpg2", "mpg1", "vfr"]
+
+def _intra(path: Path, codec: str, fmt: str, pix: str) -> Path:
+    """N numbered frames, every one a key frame (ProRes: NUT cannot hold it)."""
+    with av.open(str(path), "w", format=fmt) as out:
+        s = out.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = W, H, pix
+        for i in range(N):
+            for p in s.encode(av.VideoFrame.from_ndarray(image(i), format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return path
+
+
+MORE = {
+    "hevc": lambda d: make(d / "hevc.mp4", "libx265", "mp4", opts={
+        "x265-params": "keyint=12:min-keyint=12:scenecut=0:bframes=2:log-level=error"}),
+    "prores": lambda d: _intra(d / "prores.mov", "prores_ks", "mov", "yuv422p10le"),
+}
+CUTTABLE = ["mp4", "mkv", "mpg2", "mpg1", "vfr", *MORE]
 
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("clips")
-    return {name: build(d) for name, build in CLIPS.items()}
+    return {name: build(d) for name, build in {**CLIPS, **MORE}.items()}
 
 
 def runs() -> list[range]:
@@ -109,7 +131,7 @@ def _locally(parts: list[Part], piece: Callable[[Part], list[tuple[Path, bytes]]
         path.unlink()
 
 
-@pytest.mark.parametrize("kind", list(CLIPS))
+@pytest.mark.parametrize("kind", [*CLIPS, *MORE])
 def test_an_index_made_in_parts_is_the_sequential_one(clips: dict[str, Path], kind: str,
                                                       tmp_path: Path) -> None:
     """Split at key frames into parts of about 12 packets (open GOPs, B-frames, VFR; films

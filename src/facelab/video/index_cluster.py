@@ -14,7 +14,6 @@ timestamps, or whose frames come out of order, is indexed here instead (the loca
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -28,6 +27,8 @@ from facelab.errors import FacelabError
 from facelab.video.frames import DecodeState
 from facelab.video.index import MAX_TS, FrameIndex, _decode, build_index
 from facelab.video.probe import open_video
+from facelab.video.segment import SUFFIX as PIECE
+from facelab.video.segment import write_piece
 
 MAX_PART = 2000  # packets: more parts than workers, but each one's start amortised
 
@@ -96,7 +97,7 @@ def pieces(path: Path, spans: list[tuple[int | None, int | None]],
     program streams seek imprecisely): from its key frame (the film's first packet for
     the first part) through the next part's key frame and the packets after it until one
     shows after that key frame. `key_dts` gets each key-frame packet's dts by its pts
-    (NUT keeps no dts: the seek offsets are the film's)."""
+    (a NUT piece keeps no dts: the seek offsets are the film's)."""
     with open_video(path) as container:
         stream = container.streams.video[0]
         j, cur, nxt, past = 0, [], None, False
@@ -115,33 +116,29 @@ def pieces(path: Path, spans: list[tuple[int | None, int | None]],
                     nxt, past = [rec], True
                 cur.append(rec)
                 if past and packet.pts is not None and hi is not None and packet.pts > hi:
-                    yield _nut(stream, cur)
+                    yield _piece(stream, cur)
                     j, cur, nxt, past = j + 1, nxt or [], None, False
         except av.error.FFmpegError:
             pass  # a broken tail: the last part's decode stops where the sequential one does
-        yield _nut(stream, cur)
+        yield _piece(stream, cur)
         if nxt is not None:  # the film ended before a packet that shows after its key
-            yield _nut(stream, nxt)
+            yield _piece(stream, nxt)
 
 
-def _nut(stream: av.VideoStream, packets: list[Packet]) -> bytes:
-    """The packets as a NUT file that keeps their timestamps (in `stream`'s time base or
-    an exact multiple of it)."""
-    buf = io.BytesIO()
+def _piece(stream: av.VideoStream, packets: list[Packet]) -> bytes:
+    """The recorded packets as a piece (`segment.write_piece`: timestamps kept)."""
+
+    def rebuilt() -> Iterator[av.Packet]:
+        for data, pts, dts, key, duration in packets:
+            p = av.Packet(data)
+            p.pts, p.dts, p.duration, p.is_keyframe = pts, dts, duration, key
+            p.time_base = stream.time_base
+            yield p
+
     try:
-        with av.open(buf, "w", format="nut",
-                     options={"avoid_negative_ts": "disabled"}) as out:
-            copy = out.add_stream_from_template(stream)
-            copy.time_base = stream.time_base
-            for data, pts, dts, key, duration in packets:
-                p = av.Packet(data)
-                p.pts, p.dts, p.duration, p.is_keyframe = pts, dts, duration, key
-                p.time_base = stream.time_base
-                p.stream = copy
-                out.mux(p)
-    except av.error.FFmpegError:
-        raise _Unsplittable from None  # timestamps NUT refuses (out of order)
-    return buf.getvalue()
+        return write_piece(stream, rebuilt())
+    except (av.error.FFmpegError, FacelabError):
+        raise _Unsplittable from None  # timestamps or a codec no piece container takes
 
 
 def index_part(part: Part) -> Indexed:
@@ -205,7 +202,7 @@ def index_in_parts(path: Path, folder: Path, mapper: Mapper,
         return build_index(path, on_frame=on_frame)
     with open_video(path) as probe:
         tb = probe.streams.video[0].time_base or Fraction(1, 1)
-    parts = [Part(folder / f"index-{k}.nut", lo, hi, tb) for k, (lo, hi) in enumerate(spans)]
+    parts = [Part(folder / f"index-{k}{PIECE}", lo, hi, tb) for k, (lo, hi) in enumerate(spans)]
     key_dts: dict[int, int] = {}
     cut = pieces(path, spans, key_dts)
 

@@ -2,15 +2,16 @@
 instead of the whole film.
 
 `cut` copies (never re-encodes) the packets from the key frame at or before the run's first
-frame up to the last packet any of its frames needs, into a NUT file that keeps the
-stream's time base and every packet's timestamps as the film has them. The frames' index
+frame up to the last packet any of its frames needs, into a small file (NUT, or QuickTime
+for the codecs NUT cannot hold, such as ProRes) that keeps every packet's timestamps as the
+film has them (in its time base, or an exact multiple of it). The frames' index
 (`index.py`) then stays valid for the piece: `VideoFrames(piece, index, start=key)` finds
 frame n by the same timestamps and proves each frame it returns, so a piece that lacks a
 frame gives an error, never a wrong frame. Decoding the same packets from the same key
 frame gives the same pixels a seek in the whole film gives.
 
-A piece is named `{key}-{stop}.nut` (its ordinals [key, stop)), so that the worker finds
-the one that holds the frames it is asked for.
+A piece is named `{key}-{stop}.piece` (its ordinals [key, stop); FFmpeg knows the container
+by its content), so that the worker finds the one that holds the frames it is asked for.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import bisect
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -29,8 +30,11 @@ from facelab.errors import FacelabError
 from facelab.video.index import FrameIndex
 from facelab.video.probe import open_video
 
-SUFFIX = ".nut"
-_NAME = re.compile(r"^(\d+)-(\d+)\.nut$")
+SUFFIX = ".piece"
+_NAME = re.compile(r"^(\d+)-(\d+)\.piece$")
+#: containers that keep a copied stream's timestamps, in order of preference
+CONTAINERS = ("nut", "mov")
+_KEEP_TS = {"avoid_negative_ts": "disabled"}
 
 
 def piece_name(start: int, stop: int) -> str:
@@ -59,9 +63,12 @@ class Cutter:
 
     def usable(self) -> bool:
         """Whether pieces can be cut: every frame has a timestamp of its own (else the
-        worker could not prove which frame it decoded; the whole video is sent)."""
+        worker could not prove which frame it decoded), and a piece container takes the
+        codec; if not, the whole video is sent."""
         pts = self.index.pts
-        return None not in pts and len(set(pts)) == len(pts)
+        if None in pts or len(set(pts)) != len(pts):
+            return False
+        return piece_format(self._open()) is not None
 
     def cut(self, ordinals: list[int]) -> tuple[str, bytes]:
         """The piece that holds `ordinals` (its name and bytes)."""
@@ -113,36 +120,69 @@ class Cutter:
             self._container = None
 
 
-def copy_packets(container: av.container.InputContainer, stream: av.VideoStream,
-                 start_pts: int | None, done: Callable[[av.Packet], bool]) -> bytes | None:
-    """A NUT file of `stream`'s packets as demuxed from here: from the key frame whose
-    timestamp is `start_pts` (None: from the first packet) until `done(packet)` (given
-    before the packet is muxed, in the stream's time base) says it was the last, or the
-    stream ends. Timestamps are kept (in the stream's time base or an
-    exact multiple of it); None when the key frame was not found (the demuxer landed past
-    it)."""
+def piece_format(stream: av.VideoStream) -> str | None:
+    """The container a piece of `stream` goes into: the first of CONTAINERS that takes its
+    codec; None when none does (the whole film then goes to each worker)."""
+    codec = stream.codec_context.name
+    if codec not in _FORMATS:
+        _FORMATS[codec] = None
+        for fmt in CONTAINERS:
+            try:
+                with av.open(io.BytesIO(), "w", format=fmt) as out:
+                    out.add_stream_from_template(stream)
+            except (ValueError, av.error.FFmpegError):
+                continue
+            _FORMATS[codec] = fmt
+            break
+    return _FORMATS[codec]
+
+
+_FORMATS: dict[str, str | None] = {}  # by codec name
+
+
+def write_piece(stream: av.VideoStream, packets: Iterable[av.Packet]) -> bytes:
+    """`packets` of `stream` (in its time base) as a piece: their timestamps kept."""
+    fmt = piece_format(stream)
+    if fmt is None:
+        raise FacelabError(f"No container here holds a copy of {stream.codec_context.name} "
+                           "packets.")
     buf = io.BytesIO()
-    started = start_pts is None
-    with av.open(buf, "w", format="nut", options={"avoid_negative_ts": "disabled"}) as out:
+    with av.open(buf, "w", format=fmt, options=_KEEP_TS) as out:
         copy = out.add_stream_from_template(stream)
         copy.time_base = stream.time_base  # NUT may take a finer one (piece_index)
+        for packet in packets:
+            packet.stream = copy  # rescales its timestamps to the copy's time base
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def copy_packets(container: av.container.InputContainer, stream: av.VideoStream,
+                 start_pts: int | None, done: Callable[[av.Packet], bool]) -> bytes | None:
+    """A piece of `stream`'s packets as demuxed from here: from the key frame whose
+    timestamp is `start_pts` (None: from the first packet) until `done(packet)` (given
+    before the packet is muxed, in the stream's time base) says it was the last, or the
+    stream ends. None when the key frame was not found (the demuxer landed past it)."""
+    started = [start_pts is None]
+
+    def packets() -> Iterator[av.Packet]:
         for packet in container.demux(stream):
             if packet.size == 0:
                 continue  # the demuxer's end-of-stream marker
-            if not started:
+            if not started[0]:
                 if packet.is_keyframe and packet.pts == start_pts:
-                    started = True
+                    started[0] = True
                 elif packet.dts is not None and start_pts is not None and \
                         packet.dts > start_pts:
-                    break  # landed past it
+                    return  # landed past it
                 else:
                     continue
             last = done(packet)
-            packet.stream = copy  # rescales its timestamps to the copy's time base
-            out.mux(packet)
+            yield packet
             if last:
-                break
-    return buf.getvalue() if started else None
+                return
+
+    data = write_piece(stream, packets())
+    return data if started[0] else None
 
 
 def piece_index(index: FrameIndex, piece: Path) -> FrameIndex:
