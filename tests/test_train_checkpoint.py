@@ -148,6 +148,32 @@ def test_truncated_save_falls_back_to_newest_good_backup(tmp_path: Path) -> None
     assert "\n" not in str(err.value)
 
 
+def test_a_prediction_is_given_the_files_its_load_reads(tmp_path: Path) -> None:
+    """`prediction_files` (what a cluster worker is sent): the save's manifest, weights and
+    state while they verify; for a damaged save, the newest intact backup's, which a load
+    of those files alone, elsewhere, falls back to as the whole folder's load does."""
+    model, opt = _make(0)
+    for it in (10, 20):
+        _train(model, opt, 1)
+        _save(tmp_path, model, opt, it, backup=it == 10, keep_backups=3)
+    names = ["m_manifest.json", "m_weights.safetensors", "m_state.json"]
+    assert ckpt.prediction_files(tmp_path, "m") == [tmp_path / n for n in names]
+    weights = tmp_path / "m_weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    backup = tmp_path / "m_backups" / "10"
+    files = ckpt.prediction_files(tmp_path, "m")
+    assert files == [backup / n for n in names]
+    worker = tmp_path / "worker"  # only those files, at the same places
+    for f in files:
+        (worker / f.relative_to(tmp_path)).parent.mkdir(parents=True, exist_ok=True)
+        (worker / f.relative_to(tmp_path)).write_bytes(f.read_bytes())
+    warnings: list[str] = []
+    fresh, _ = _make(1)
+    state = ckpt.load(worker, "m", fresh, None, expected_arch=ARCH, fixed_options=FIXED,
+                      warn=warnings.append)
+    assert state["iteration"] == 10 and "backup from iteration 10" in warnings[0]
+
+
 def test_backups_keep_the_last_k(tmp_path: Path) -> None:
     model, opt = _make(0)
     for it in range(1, 6):

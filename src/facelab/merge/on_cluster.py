@@ -7,19 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from facelab.merge.worker import Item, Setup
-from facelab.train.checkpoint import PREDICTION_FILES
+from facelab.train.checkpoint import prediction_files
 
 
 def worker_inputs(setup: Setup) -> list[Path]:
     """The model's manifest and the files a prediction reads (its weights and state:
-    not the optimizer's, twice the weights' size); the segmenters' weights and cards (a
-    shipped one is inside the package on every node, but sending it costs little)."""
+    not the optimizer's, twice the weights' size; a damaged save's newest intact backup,
+    as a local load falls back to it), and the state its family is read from; the
+    segmenters' weights and cards (a shipped one is inside the package on every node,
+    but sending it costs little)."""
     folder, name = setup.model_dir, setup.model_name
-    manifest = folder / f"{name}_manifest.json"
-    files = [manifest, *(folder / f"{name}_{f}" for f in PREDICTION_FILES)]
+    files = [*prediction_files(folder, name), folder / f"{name}_state.json"]
     for path in setup.segmenters.values():
         files += [path.with_suffix(".safetensors"), path.with_suffix(".json")]
-    return [f for f in files if f.is_file()]
+    return [f for f in dict.fromkeys(files) if f.is_file()]
 
 
 def item_frames(item: Item) -> list[str]:

@@ -293,6 +293,20 @@ def _fallback(folder: Path, name: str, reason: str, warn: Warn,
     )
 
 
+def prediction_files(folder: Path, name: str) -> list[Path]:
+    """The files a load without an optimizer will read: the save's manifest, weights and
+    state when they verify, else those of the newest intact backup (what `load` falls back
+    to), for a worker that gets only these files (a cluster's)."""
+    for where in (folder, *_backups(folder / f"{name}_backups")):
+        try:
+            _read_set(where, name, PREDICTION_FILES)
+        except _Damaged:
+            continue
+        return [where / f"{name}_manifest.json",
+                *(where / f"{name}_{f}" for f in PREDICTION_FILES)]
+    return []
+
+
 def _check_compatible(
     folder: Path, name: str, doc: dict[str, Any], arch: str, fixed: dict[str, Any]
 ) -> None:
