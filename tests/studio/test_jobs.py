@@ -5,9 +5,11 @@ refused by the CLI itself. Forms come from the options' declarations."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from facelab.errors import FacelabError
 from facelab.studio.forms import form, form_args
 from facelab.studio.jobs import JobBusy, JobRunner
 from facelab.workspace import Workspace
-from tests.conftest import data_file, lock_holder, put_video
+from tests.conftest import copy_workspace, data_file, lock_holder, put_video
 from tests.studio.conftest import events as _events
 from tests.studio.conftest import studio_server
 
@@ -93,6 +95,38 @@ def test_a_killed_studio_loses_no_job_and_cancel_stops_it(tmp_path: Path) -> Non
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
     assert locks.holder(ws.root, "faces-dst") is None
+
+
+@pytest.mark.slow
+def test_cancel_stops_every_rank_of_a_data_parallel_training(aligned_faces: Path,
+                                                              tmp_path: Path) -> None:
+    """The train form's nproc field (from TrainOptions' declaration) starts the real
+    launcher with 2 ranks; cancel (Ctrl-C to the job's process group, as the studio's
+    button) ends the launcher and both ranks with rank 0's one save."""
+    ws = Workspace(copy_workspace(aligned_faces, tmp_path / "ws"))
+    args = form_args("train", {
+        "model_name": "dp", "preset": "quick96", "resolution": 64, "ae_dims": 32,
+        "e_dims": 8, "d_dims": 8, "d_mask_dims": 8, "batch_size": 2, "device": "cpu",
+        "precision": "fp32", "preview_every": 0, "nproc": 2}, ws)
+    assert "--nproc=2" in args
+    runner = JobRunner(ws, env={"FACELAB_PROGRESS_EVERY": "1"})
+    job = runner.start(args, "train")
+    try:
+        deadline = time.monotonic() + 180
+        while not any("ms/iter" in ln for ln in job.lines) and time.monotonic() < deadline:
+            assert job.running, job.lines
+            time.sleep(0.2)
+        assert any("2 ranks" in ln for ln in job.lines), job.lines
+        runner.cancel()
+        assert runner.wait(job, 120) and job.state == "cancelled", job.lines
+        assert not group_alive(job.pid), "a rank of the job runs on"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(job.pid, signal.SIGKILL)
+    doc = json.loads((ws.model_dir / "dp_state.json").read_text())["state"]
+    assert doc["ranks"] == 2 and doc["iteration"] >= 1
+    assert sum(bool(re.match(r"\[\d+\] saved", ln)) for ln in job.lines) == 1, job.lines
+    assert "stopped at iteration" in job.lines[-1], job.lines
 
 
 @pytest.mark.slow
