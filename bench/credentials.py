@@ -44,6 +44,8 @@ CLIPS = ["grid/speaker_a_1.mpg", "grid/speaker_a_2.mpg", "grid/speaker_b.mpg",
 TMP = Path(tempfile.mkdtemp(prefix="facelab-bench-cred-"))
 os.environ.setdefault("XDG_CONFIG_HOME", str(TMP / "config"))  # never the user's key
 
+from watermark import read  # noqa: E402  (bench/ is on sys.path when a script runs)
+
 from facelab.provenance import Mark  # noqa: E402
 from facelab.provenance.credentials import read_file, sign_result_bytes, signing_for  # noqa: E402
 from facelab.provenance.png import encode_png  # noqa: E402
@@ -57,16 +59,6 @@ from facelab.video.formats import FORMATS  # noqa: E402
 from facelab.workspace import Workspace  # noqa: E402
 
 MARK = Mark.synthetic("quick96@1:bench0001")
-
-
-def read(path: Path, limit: int | None) -> list[np.ndarray]:
-    with av.open(str(path)) as c:
-        out = []
-        for f in c.decode(video=0):
-            out.append(f.to_ndarray(format="bgr24"))
-            if limit and len(out) >= limit:
-                break
-    return out
 
 
 def ms(seconds: list[float]) -> str:

@@ -200,13 +200,18 @@ def test_build_index_hands_each_frame_once(clips: dict[str, Path]) -> None:
     assert kept == list(range(N)) and counts == list(range(1, N + 1))
 
 
+def damaged(clip: Path, path: Path) -> Path:
+    """`clip` with zeros over a tenth of its bytes, from the middle on."""
+    data = bytearray(clip.read_bytes())
+    mid = len(data) // 2
+    data[mid: mid + len(data) // 10] = bytes(len(data) // 10)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def test_damaged_file_keeps_the_readable_frames(clips: dict[str, Path], tmp_path: Path
                                                 ) -> None:
-    data = bytearray(clips["mp4"].read_bytes())
-    mid = len(data) // 2
-    data[mid: mid + len(data) // 10] = bytes(len(data) // 10)  # zeros over a tenth
-    path = tmp_path / "damaged.mp4"
-    path.write_bytes(bytes(data))
+    path = damaged(clips["mp4"], tmp_path / "damaged.mp4")
     ref = reference(path)
     state = DecodeState()
     index = build_index(path, state=state)

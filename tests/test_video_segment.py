@@ -19,7 +19,7 @@ from facelab.video.index import VideoFrames, build_index
 from facelab.video.index_cluster import Indexed, Part, index_in_parts, index_part, plan
 from facelab.video.segment import Cutter, key_before, piece_index, piece_span
 from facelab.video.source import VideoSource
-from tests.test_video_index import CLIPS, H, N, W, image, make, number, reference
+from tests.test_video_index import CLIPS, H, N, W, damaged, image, make, number, reference
 
 
 def _intra(path: Path, codec: str, fmt: str, pix: str) -> Path:
@@ -150,11 +150,7 @@ def test_an_index_made_in_parts_is_the_sequential_one(clips: dict[str, Path], ki
 
 def test_a_damaged_film_indexed_in_parts_stops_where_one_pass_does(clips: dict[str, Path],
                                                                    tmp_path: Path) -> None:
-    data = bytearray(clips["mp4"].read_bytes())
-    mid = len(data) // 2
-    data[mid: mid + len(data) // 10] = bytes(len(data) // 10)  # zeros over a tenth
-    path = tmp_path / "damaged.mp4"
-    path.write_bytes(bytes(data))
+    path = damaged(clips["mp4"], tmp_path / "damaged.mp4")
     whole = build_index(path)
     assert whole.truncated
     got = index_in_parts(path, tmp_path / "pieces", _locally, max_part=12)
