@@ -10,6 +10,7 @@ from __future__ import annotations
 import filecmp
 import importlib.util
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -103,14 +104,28 @@ def _same_tree(a: Path, b: Path) -> None:
 
 def test_extraction_on_the_cluster_is_the_local_one(cluster: str, aligned_faces: Path,
                                                      tmp_path: Path) -> None:
-    """dst as PNG frames, then kept in its video: the same faces, metadata and manifests as
-    the session's local extraction, byte for byte."""
+    """dst as PNG frames (the first run interrupted with Ctrl-C midway, then resumed),
+    then kept in its video: the same faces, metadata and manifests as the session's local
+    extraction, byte for byte."""
     local = aligned_faces / "data_dst"
     ws = copy_workspace(aligned_faces, tmp_path / "png")
     shutil.rmtree(ws / "data_dst" / "aligned")
     (ws / "data_dst" / "faces.json").unlink()
-    res = run_facelab("-w", ws, "extract", "dst", "--no-debug", "--cluster", cluster)
-    assert res.rc == 0, res.err
+    argv = ["-w", ws, "extract", "dst", "--no-debug", "--cluster", cluster]
+    driver = subprocess.Popen([sys.executable, "-m", "facelab", *map(str, argv)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    aligned = ws / "data_dst" / "aligned"
+    deadline = time.monotonic() + 120
+    while (not aligned.is_dir() or len(list(aligned.glob("*.jpg"))) < 10) and \
+            time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=120)
+    done = len(list(aligned.glob("*.jpg")))
+    assert driver.returncode != 0 and 10 <= done < 75, (driver.returncode, done, err)
+    res = run_facelab(*argv)  # resumed: the rest only
+    now = re.search(r"75 frames, (\d+) processed now", res.out)
+    assert res.rc == 0 and now and 0 < int(now[1]) < 75, res.out + res.err  # not anew
     _same_tree(local / "aligned", ws / "data_dst" / "aligned")
     assert (local / "faces.json").read_bytes() == (ws / "data_dst" / "faces.json").read_bytes()
 
