@@ -214,28 +214,29 @@ def test_a_killed_worker_costs_only_its_items(cluster: str, tmp_path: Path) -> N
     root.mkdir()
     runs.mkdir()
 
+    go = tmp_path / "go"
+
     def work(item: tuple[int, Path]) -> tuple[int, Path]:  # sent by value to the workers
         i, path = item
         (runs / f"{i}-{os.getpid()}").touch()  # same machine: a side channel for the test
-        time.sleep(0.4)
+        while i == 3 and not go.exists():  # the second worker's second item waits, to be
+            time.sleep(0.01)  # killed inside it
+        time.sleep(0.1)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(str(i * i))
         return i, path
 
-    items = [(i, root / "out" / f"{i}.txt") for i in range(12)]
+    items = [(i, root / "out" / f"{i}.txt") for i in range(12)]  # odd ones: the 2nd worker
     try:
         with RayExecutor(cluster, root, workers=2) as ex:
             pids = ex.pids()
             results = ex.map(work, items)
-            got = [next(results)]
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:  # the second worker is inside an item
-                busy = [n for n in os.listdir(runs) if n.endswith(f"-{pids[1]}")]
-                if len(busy) > len([i for i, _ in got if i % 2]):
-                    break
+            got = [next(results)]  # (the map submits as it is iterated)
+            deadline = time.monotonic() + 120
+            while f"3-{pids[1]}" not in os.listdir(runs) and time.monotonic() < deadline:
                 time.sleep(0.01)
-            os.kill(pids[1], signal.SIGKILL)  # within the item's 0.4 s
-            killed = max(busy, key=lambda n: int(n.split("-")[0])).split("-")[0]
+            os.kill(pids[1], signal.SIGKILL)  # inside item 3
+            go.touch()
             got += list(results)
     finally:
         ray.shutdown()
@@ -244,7 +245,7 @@ def test_a_killed_worker_costs_only_its_items(cluster: str, tmp_path: Path) -> N
     assert [p.read_text() for _, p in got] == [str(i * i) for i in range(12)]
     ran = Counter(name.split("-")[0] for name in os.listdir(runs))
     assert set(ran) == {str(i) for i in range(12)}
-    assert ran[killed] == 2 and max(ran.values()) == 2, "the killed item ran again, once"
+    assert ran["3"] == 2 and max(ran.values()) == 2, "the killed item ran again, once"
     assert not any(root.rglob("*.part*")), "no temporary file left"
 
 
