@@ -134,12 +134,13 @@ export async function mount(root) {
     paintSelection();
     try {
       const m = await api(url("meta", i));
+      if (current !== names[i]) return;  // another face was clicked since: its answer shows
       const show = (v) => typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2)
         : Array.isArray(v) && v.length > 8 ? `[${v.length} items]`
           : Array.isArray(v) ? `[${v.map(show).join(", ")}]` : JSON.stringify(v);
       metaBox.textContent = Object.entries(m).map(([k, v]) => `${k}: ${show(v)}`).join("\n");
       metaBox.classList.remove("muted");
-    } catch (e) { metaBox.textContent = e.message; }
+    } catch (e) { if (current === names[i]) metaBox.textContent = e.message; }
   }
 
   viewport.addEventListener("scroll", () => requestAnimationFrame(draw), { passive: true });
