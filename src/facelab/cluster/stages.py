@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from facelab.cluster.relocate import relocate
 from facelab.tuning import Layout
 from facelab.video.segment import Cutter
 from facelab.video.source import FolderFrames, FrameSource, VideoSource
@@ -67,21 +68,15 @@ def cluster_executor(address: str, root: Path, workers: int, source: FrameSource
     if isinstance(source, FolderFrames):
         def item_inputs(item: Any) -> list[ItemFile]:
             return [source.path(n) for n in item_frames(item)]
-    elif Cutter(source.video, source.index).usable():
-        pieces = root / PIECES
-        on_workers = dataclasses.replace(source, pieces=pieces, _reader=None)
-        initargs = _swapped(initargs, source, on_workers)
-        item_inputs = PieceFiles(source, pieces, item_frames)
+    elif (files := PieceFiles(source, root / PIECES, item_frames)).cutter.usable():
+        on_workers = dataclasses.replace(source, pieces=files.folder, _reader=None)
+        initargs = relocate(initargs, (), swap=(source, on_workers))
+        item_inputs = files
     else:  # frames without timestamps of their own: the whole video, once per worker
+        files.close()
         shared = [source.video]
     return RayExecutor(address, root, workers=workers, init=init, initargs=initargs,
                        inputs=[*shared, *inputs], item_inputs=item_inputs)
-
-
-def _swapped(initargs: tuple[Any, ...], old: Any, new: Any) -> tuple[Any, ...]:
-    from facelab.cluster.relocate import relocate
-
-    return relocate(initargs, (), swap=(old, new))
 
 
 class Cluster(NamedTuple):

@@ -12,6 +12,7 @@ interrupted one).
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,10 @@ def write_on_cluster(address: str, root: Path, video: Path, out: Path, first: in
     numbers = {o: first + k for k, o in enumerate(keep)}
     todo = [o for o in keep if not (out / frame_name(numbers[o], fmt)).exists()]
     runs: list[Run] = []
+    k = 0  # todo and the segments both ascend: one pass
     for r in index.segments(0, len(index), MIN_CHUNK) if todo else []:
-        run = [o for o in todo if o in r]
+        j = bisect.bisect_left(todo, r.stop, k)
+        run, k = todo[k:j], j
         if run:
             runs.append(Run([frame_name(first + o, "png") for o in run],
                             [frame_name(numbers[o], fmt) for o in run]))
